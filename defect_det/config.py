@@ -1,0 +1,42 @@
+"""Config keys added by defect_det.
+
+``add_defect_config(cfg)`` is the single entry point; it calls one ``add_*_config`` function per
+concept, and each of those owns (adds, documents and defaults) its keys. Call it on a Detectron2
+``get_cfg()`` before ``merge_from_file`` of any defect_det config::
+
+    from detectron2.config import get_cfg
+    from defect_det.config import add_defect_config, get_defect_cfg
+
+    cfg = get_cfg(); add_defect_config(cfg)       # or: cfg = get_defect_cfg()
+    cfg.merge_from_file("configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml")
+"""
+from detectron2.config import get_cfg
+
+__all__ = ["add_defect_config", "add_evaluation_config", "get_defect_cfg"]
+
+
+def add_evaluation_config(cfg):
+    """Evaluation keys (``cfg.TEST.*``)."""
+    # Name in defect_det.evaluation.EVALUATOR_REGISTRY of the evaluator DefectTrainer builds for
+    # every dataset in DATASETS.TEST. "DefectCOCOEvaluator" = Detectron2's COCOEvaluator (bbox)
+    # plus per-category AP50 (the RDDN paper's headline metric is mAP@0.5).
+    cfg.TEST.EVALUATOR = "DefectCOCOEvaluator"
+    # Number of test images per dataset that tools/train_net.py --vis draws with predictions.
+    cfg.TEST.VIS_NUM_IMAGES = 4
+    # Score threshold for drawing predictions in the visualisations.
+    cfg.TEST.VIS_SCORE_THRESH = 0.3
+
+
+def add_defect_config(cfg):
+    """Add every defect_det key to ``cfg`` (a Detectron2 CfgNode), in place. Idempotent."""
+    if "EVALUATOR" in cfg.TEST:  # already added
+        return cfg
+    add_evaluation_config(cfg)
+    return cfg
+
+
+def get_defect_cfg():
+    """A fresh Detectron2 default config with all defect_det keys added."""
+    cfg = get_cfg()
+    add_defect_config(cfg)
+    return cfg

@@ -1,0 +1,50 @@
+"""The trainer behind ``tools/train_net.py``: Detectron2's ``DefaultTrainer`` plus
+
+- evaluators from :data:`defect_det.evaluation.EVALUATOR_REGISTRY` (``cfg.TEST.EVALUATOR``);
+- multi-process training on CPU (gloo): Detectron2's ``create_ddp_model`` always passes
+  ``device_ids=[local_rank]``, which PyTorch's DDP rejects for CPU modules. While
+  ``DefaultTrainer.__init__`` runs, :func:`cpu_friendly_ddp` makes that call omit ``device_ids``
+  for CPU models; GPU models are wrapped exactly as Detectron2 does.
+"""
+import contextlib
+import os
+
+from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as d2_defaults
+
+from ..evaluation import build_defect_evaluator
+
+__all__ = ["DefectTrainer", "cpu_friendly_ddp"]
+
+
+@contextlib.contextmanager
+def cpu_friendly_ddp():
+    """Within the block, ``detectron2.engine.defaults.create_ddp_model`` wraps CPU models without
+    ``device_ids`` (the only form PyTorch's DDP accepts for them)."""
+    original = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        first_param = next(model.parameters(), None)
+        if first_param is not None and first_param.device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
+
+
+class DefectTrainer(DefaultTrainer):
+    """``DefaultTrainer`` for defect_det configs (see module docstring)."""
+
+    def __init__(self, cfg):
+        with cpu_friendly_ddp():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_defect_evaluator(cfg, dataset_name, output_dir=output_folder)

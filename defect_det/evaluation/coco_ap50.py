@@ -1,0 +1,99 @@
+"""COCO box evaluation with per-category AP50 (the RDDN paper reports mAP@0.5)."""
+import numpy as np
+from tabulate import tabulate
+
+from detectron2.evaluation import COCOEvaluator
+
+from .build import EVALUATOR_REGISTRY
+
+__all__ = [
+    "DefectCOCOEvaluator",
+    "per_category_ap50",
+    "format_ap50_table",
+    "format_summary_table",
+    "normalize_test_results",
+]
+
+
+def per_category_ap50(coco_eval, class_names):
+    """
+    AP at IoU 0.5 per category from a summarized ``COCOeval``.
+
+    ``coco_eval.eval["precision"]`` has shape (T iou thresholds, R recall points, K classes,
+    A area ranges, M max-dets); IoU 0.5 is index 0, area "all" index 0, max-dets the last one.
+
+    Returns:
+        dict[str, float]: class name -> AP50 in percent (NaN if the class has no ground truth).
+    """
+    precision = coco_eval.eval["precision"]
+    if precision.shape[2] != len(class_names):
+        raise ValueError(
+            f"COCOeval has {precision.shape[2]} categories but the dataset metadata "
+            f"lists {len(class_names)} thing_classes"
+        )
+    out = {}
+    for k, name in enumerate(class_names):
+        p = precision[0, :, k, 0, -1]
+        p = p[p > -1]
+        out[name] = float(np.mean(p) * 100) if p.size else float("nan")
+    return out
+
+
+def format_ap50_table(ap50_per_class, num_cols=3):
+    """Pipe table of ``{class: AP50}`` with ``num_cols`` (class, AP50) pairs per row."""
+    items = list(ap50_per_class.items())
+    rows = []
+    for i in range(0, len(items), num_cols):
+        row = []
+        for name, ap in items[i : i + num_cols]:
+            row += [name, "n/a" if np.isnan(ap) else f"{ap:.1f}"]
+        rows.append(row)
+    return tabulate(rows, headers=["category", "AP50"] * num_cols, tablefmt="pipe", disable_numparse=True)
+
+
+@EVALUATOR_REGISTRY.register()
+class DefectCOCOEvaluator(COCOEvaluator):
+    """
+    Detectron2's :class:`COCOEvaluator` restricted to boxes, which also returns
+    ``AP50-<class>`` for every class (NaN for classes absent from the dataset's ground truth).
+    """
+
+    def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None):
+        super().__init__(
+            dataset_name,
+            tasks=("bbox",),
+            distributed=distributed,
+            output_dir=output_dir,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE if cfg is not None else None,
+        )
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names)
+        if coco_eval is None or not class_names:
+            return results
+        ap50 = per_category_ap50(coco_eval, class_names)
+        self._logger.info(f"Per-category {iou_type} AP50:\n" + format_ap50_table(ap50))
+        results.update({"AP50-" + name: ap for name, ap in ap50.items()})
+        return results
+
+
+def normalize_test_results(results, dataset_names):
+    """``DefaultTrainer.test`` returns ``{dataset: {task: metrics}}``, but unwraps it to
+    ``{task: metrics}`` when there is one dataset: always return the nested form."""
+    if len(dataset_names) == 1 and dataset_names[0] not in results:
+        return {dataset_names[0]: results}
+    return dict(results)
+
+
+def format_summary_table(results):
+    """
+    One row per test dataset: AP50 (headline), AP, AP75 of the ``bbox`` task.
+
+    Args:
+        results (dict): ``{dataset_name: {"bbox": {"AP50": ..., ...}}}``.
+    """
+    rows = []
+    for name, res in results.items():
+        box = res.get("bbox", {})
+        rows.append([name] + [f"{box.get(k, float('nan')):.1f}" for k in ("AP50", "AP", "AP75")])
+    return tabulate(rows, headers=["dataset", "AP50", "AP", "AP75"], tablefmt="pipe", disable_numparse=True)

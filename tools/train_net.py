@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""
+Train / evaluate a defect_det model with Detectron2's DefaultTrainer and launch.
+
+    python tools/train_net.py --config-file configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/.../model_final.pth
+    python tools/train_net.py --config-file CFG --resume            # continue from last_checkpoint
+    python tools/train_net.py --config-file CFG --num-gpus 8        # DDP; on a CPU-only machine
+                                                                    # N gloo processes
+    # multi-machine: --num-machines M --machine-rank R --dist-url tcp://HOST:PORT on every machine
+
+Trailing ``KEY VALUE`` pairs override the config. ``--vis`` writes prediction panels for a few
+images of every test dataset to OUTPUT_DIR/vis/<dataset>/.
+"""
+import logging
+import os
+import sys
+
+import torch
+
+try:
+    import defect_det  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import defect_det  # noqa: F401
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, default_setup, launch
+
+from defect_det.config import get_defect_cfg
+from defect_det.engine import DefectTrainer
+from defect_det.evaluation import format_summary_table, normalize_test_results
+from defect_det.utils.visualize import visualize_dataset_predictions
+
+logger = logging.getLogger("defect_det")
+
+
+def setup(args):
+    if not os.path.isfile(args.config_file):
+        raise FileNotFoundError(f"--config-file {args.config_file!r} does not exist")
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        print(f"[train_net] MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available: using cpu")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def report(cfg, results):
+    if not comm.is_main_process() or not results:
+        return
+    results = normalize_test_results(results, list(cfg.DATASETS.TEST))
+    table = format_summary_table(results)
+    logger.info("Summary (bbox):\n" + table)
+    print("\n== defect_det results (bbox, %) ==\n" + table, flush=True)
+
+
+def visualize(cfg, model):
+    if not comm.is_main_process():
+        return
+    for name in cfg.DATASETS.TEST:
+        out = os.path.join(cfg.OUTPUT_DIR, "vis", name)
+        paths = visualize_dataset_predictions(cfg, model, name, out)
+        print(f"[train_net] wrote {len(paths)} prediction panels to {out}", flush=True)
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = DefectTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = DefectTrainer.test(cfg, model)
+        report(cfg, results)
+        if args.vis:
+            visualize(cfg, model)
+        return results
+
+    trainer = DefectTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    report(cfg, results)
+    if args.vis:
+        model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+        visualize(cfg, model)
+    return results
+
+
+def get_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument("--vis", action="store_true", help="write prediction panels after evaluation")
+    return parser
+
+
+if __name__ == "__main__":
+    args = get_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
