@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny synthetic fabric dataset, generated and converted exactly like `make data`."""
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_fabric(tmp_path_factory):
+    """
+    A tiny synthetic Tianchi-fabric release (seen + unseen textures), converted to COCO with the
+    project's converter and registered as ``tiny_fabric_{train,test,unseen}``.
+
+    Returns:
+        dict with ``root`` (dataset folder), ``datasets_root`` (a DETECTRON2_DATASETS under which
+        the builtin ``synthetic_fabric_*`` names find this data) and ``names`` (registered names).
+    """
+    from defect_det.data.datasets import register_tianchi_fabric
+    from defect_det.data.synthetic.fabric import SyntheticFabricConfig, generate_fabric_dataset
+    from defect_det.data.tianchi_convert import convert_fabric
+
+    datasets_root = str(tmp_path_factory.mktemp("d2datasets"))
+    # same folder name as the builtin synthetic set, so subprocesses can use DETECTRON2_DATASETS
+    root = os.path.join(datasets_root, "synthetic_fabric")
+    cfg = SyntheticFabricConfig(**TINY_SYNTH)
+    generate_fabric_dataset(root, cfg)
+    ann = os.path.join(root, "annotations")
+    convert_fabric([os.path.join(root, "seen")], ann, prefix="fabric", test_size=8, seed=0,
+                   image_root=root)
+    convert_fabric([os.path.join(root, "unseen_texture")], ann, prefix="fabric_unseen", split=False,
+                   image_root=root)
+    names = {}
+    for split, fname in (("train", "fabric_train"), ("test", "fabric_test"), ("unseen", "fabric_unseen")):
+        name = f"tiny_fabric_{split}"
+        register_tianchi_fabric(name, os.path.join(ann, fname + ".json"), root)
+        names[split] = name
+    return {"root": root, "datasets_root": datasets_root, "names": names}
+
+
+# small enough to generate in a second or two; filled in to match SyntheticFabricConfig's fields
+TINY_SYNTH = {}
+
+
+def tiny_cfg(names, output_dir, **overrides):
+    """The CPU demo config shrunk for tests: 128 px, batch 2, 20 iterations."""
+    from defect_det.config import get_defect_cfg
+
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"))
+    cfg.merge_from_list(TINY_OPTS)
+    cfg.DATASETS.TRAIN = (names["train"],)
+    cfg.DATASETS.TEST = (names["test"], names["unseen"])
+    cfg.OUTPUT_DIR = str(output_dir)
+    for k, v in overrides.items():
+        cfg.merge_from_list([k, v])
+    return cfg
+
+
+# command-line style overrides shared by in-process and subprocess (train_net.py) tests
+TINY_OPTS = [
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "200",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "200",
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_ITER", "20",
+    "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "5", "SOLVER.CHECKPOINT_PERIOD", "10",
+    "DATALOADER.NUM_WORKERS", "0", "TEST.DETECTIONS_PER_IMAGE", "50",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+]
