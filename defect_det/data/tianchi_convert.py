@@ -1,0 +1,686 @@
+"""Convert the Tianchi defect releases (fabric 2019 round 2, aluminum 2018 round 2) to COCO JSON.
+
+Pure Python (standard library + PIL to read image sizes); no torch / Detectron2 code here. The
+command-line front end is ``tools/convert_tianchi.py``; the output is read by
+:func:`defect_det.data.datasets.load_tianchi_json`.
+
+Public API:
+
+- :func:`convert_fabric` (``defect/<stem>/<stem>.jpg`` + ``template_<prefix>.jpg``, ``normal/...``,
+  ``Annotations/*.json`` lists of ``{"name", "defect_name", "bbox": [x0, y0, x1, y1]}``),
+- :func:`convert_aluminum` (images with a LabelMe ``X.json`` beside each ``X.jpg``; images without
+  one are normal only inside a normal folder such as ``无瑕疵样本``),
+- :class:`TianchiFormatError` (bad input; names the file, the entry index and its name),
+- :func:`format_report` (the human-readable form of the report dict both converters return).
+
+Output (``out_dir/<prefix>_train.json`` + ``<prefix>_test.json``, or ``<prefix>.json`` without a
+split), one COCO file each:
+
+- ``images``: ``id, file_name, height, width, is_normal`` (+ ``template_file_name`` for fabric);
+  paths are relative to ``image_root`` (POSIX separators) so the dataset folder can move,
+- ``annotations``: ``id, image_id, category_id, bbox`` (XYWH floats), ``area`` (w*h), ``iscrowd`` 0,
+- ``categories``: every class of the dataset in the paper's table order, ``{"id": i + 1, "name":
+  english, "name_zh": chinese}``,
+- ``info``: ``description, dataset, source_roots, annotation_files, split, seed, test_size,
+  converter_version``.
+
+Nothing is lost silently: every box read is either written or dropped for a counted reason
+(``report["boxes_in"] == report["boxes_written"] + sum(report["boxes_dropped"].values())``), every
+image found on disk is either written or dropped for a counted reason, and every geometric fix
+(clipping) is counted. In strict mode (default) the first input problem raises
+:class:`TianchiFormatError`; in lenient mode the offending entry/image is skipped and counted, with
+the first few examples kept in ``report["examples"]``. Output files are written only after the whole
+input has been read, so a strict failure writes nothing.
+"""
+import json
+import math
+import os
+import random
+from collections import OrderedDict
+
+from .datasets.tianchi_categories import DATASET_CATEGORIES, name_to_category_id
+
+__all__ = ["TianchiFormatError", "convert_fabric", "convert_aluminum", "format_report"]
+
+CONVERTER_VERSION = "1.0"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MAX_EXAMPLES = 5
+
+# reason -> human-readable line of the report. Box reasons drop one annotation box each; image
+# reasons drop one image; file reasons skip an annotation file; notes change nothing or fix geometry.
+BOX_REASONS = OrderedDict([
+    ("not_an_object", "annotation entries that are not JSON objects"),
+    ("missing_key", "annotation entries missing a required key"),
+    ("bad_bbox", "annotation entries with a bbox that is not 4 finite numbers"),
+    ("bad_points", "LabelMe shapes with < 2 points or non-numeric points"),
+    ("unknown_class", "annotation entries with an unknown class name"),
+    ("image_not_found", "annotation entries naming an image not found on disk"),
+    ("annotation_on_normal_image", "annotation entries naming an image in a normal/ folder"),
+    ("image_dropped", "boxes of images dropped for an image problem (see image reasons)"),
+    ("degenerate", "degenerate boxes dropped (zero or negative width/height)"),
+    ("outside_image", "boxes dropped as entirely outside the image"),
+    ("duplicate", "exact duplicate boxes dropped (same image, class and coordinates)"),
+])
+IMAGE_REASONS = OrderedDict([
+    ("duplicate_image_name", "images dropped: same file name found twice (kept the first)"),
+    ("missing_template", "images dropped: template_<prefix> image missing"),
+    ("unreadable_image", "images dropped: image or template unreadable"),
+    ("missing_annotation", "images dropped: no LabelMe JSON and not in a normal folder"),
+    ("bad_annotation_file", "images dropped: LabelMe JSON malformed / not a LabelMe object"),
+])
+FILE_REASONS = OrderedDict([
+    ("annotation_file_malformed", "annotation files skipped: malformed JSON"),
+    ("annotation_file_not_list", "annotation files skipped: top level is not a list"),
+])
+NOTE_REASONS = OrderedDict([
+    ("clipped", "boxes clipped to the image (kept)"),
+    ("defect_image_without_annotations", "defect images without any annotation (kept, no boxes)"),
+    ("defect_image_all_boxes_dropped", "defect images whose boxes were all dropped (kept, no boxes)"),
+    ("annotated_image_in_normal_folder", "images in a normal folder with LabelMe shapes (kept as defect)"),
+    ("template_size_mismatch", "images whose template has a different size (kept)"),
+    ("labelme_size_mismatch", "LabelMe imageWidth/imageHeight differ from the image (image size used)"),
+    ("unrelated_json_ignored", "JSON files without an image beside them that are not LabelMe (ignored)"),
+])
+ALL_REASONS = OrderedDict(
+    list(BOX_REASONS.items()) + list(IMAGE_REASONS.items()) + list(FILE_REASONS.items())
+    + list(NOTE_REASONS.items())
+)
+
+
+class TianchiFormatError(ValueError):
+    """
+    Bad Tianchi input. ``str(e)`` is ``"<file>: entry <i> (<name>): <problem>"`` (the entry part only
+    when the problem is one entry of a file). Attributes: ``file``, ``entry``, ``name``, ``problem``,
+    ``reason`` (the report key it is counted under in lenient mode).
+    """
+
+    def __init__(self, file, problem, entry=None, name=None, reason=None):
+        self.file, self.problem, self.entry, self.name, self.reason = file, problem, entry, name, reason
+        super().__init__(_describe(file, problem, entry, name))
+
+
+def _where(file, entry=None, name=None):
+    where = str(file)
+    if entry is not None:
+        where += f": entry {entry}"
+    if name is not None:
+        where += f" ({name})"
+    return where
+
+
+def _describe(file, problem, entry=None, name=None):
+    return f"{_where(file, entry, name)}: {problem}"
+
+
+class _Log:
+    """Counts reasons; raises on problems in strict mode."""
+
+    def __init__(self, strict):
+        self.strict = strict
+        self.counts = OrderedDict()
+        self.examples = OrderedDict()
+
+    def count(self, reason, message=None, n=1):
+        assert reason in ALL_REASONS, reason
+        self.counts[reason] = self.counts.get(reason, 0) + n
+        if message is not None:
+            ex = self.examples.setdefault(reason, [])
+            if len(ex) < MAX_EXAMPLES:
+                ex.append(message)
+
+    def problem(self, reason, file, problem, entry=None, name=None):
+        """Bad input: raise (strict) or count under ``reason`` and carry on (lenient)."""
+        if self.strict:
+            raise TianchiFormatError(file, problem, entry, name, reason)
+        self.count(reason, _describe(file, problem, entry, name))
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _image_size(path):
+    """(width, height) from the header only (EXIF rotations 5-8 swap them, as Detectron2 does)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        try:
+            orientation = im.getexif().get(274)
+        except Exception:  # noqa: BLE001  (broken EXIF: Detectron2 ignores it too)
+            orientation = None
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    if w <= 0 or h <= 0:
+        raise OSError(f"invalid image size {w}x{h}")
+    return int(w), int(h)
+
+
+def _try_size(path, log, what="image"):
+    try:
+        return _image_size(path)
+    except Exception as e:  # noqa: BLE001  (PIL raises many kinds)
+        log.problem("unreadable_image", path, f"unreadable {what} ({type(e).__name__}: {e})")
+        return None
+
+
+def _is_image(fname):
+    return os.path.splitext(fname)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _walk_files(top, skip=()):
+    """All files under ``top``, sorted, skipping directories in ``skip`` (absolute paths)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if os.path.abspath(os.path.join(dirpath, d)) not in skip)
+        out.extend(os.path.join(dirpath, f) for f in filenames)
+    return sorted(out)
+
+
+def _number(v):
+    """float(v) for a finite int/float (not bool), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _load_json(path):
+    with open(path, "r", encoding="utf-8-sig") as f:
+        return json.load(f)
+
+
+def _category_lookup(dataset):
+    table = name_to_category_id(dataset)
+
+    def lookup(name):
+        if not isinstance(name, str):
+            return None
+        name = name.strip()
+        return table.get(name, table.get(name.lower()))
+
+    return lookup
+
+
+def _relpath(path, image_root):
+    rel = os.path.relpath(os.path.abspath(path), image_root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        raise TianchiFormatError(path, f"not under the image root {image_root} (set image_root)")
+    return rel.replace(os.sep, "/")
+
+
+def _prepare_roots(roots, image_root):
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    roots = sorted({os.path.abspath(os.fspath(r)) for r in roots})
+    if not roots:
+        raise ValueError("no dataset root given")
+    for r in roots:
+        if not os.path.isdir(r):
+            raise TianchiFormatError(r, "dataset root is not a directory")
+    image_root = os.path.abspath(os.fspath(image_root)) if image_root else os.path.commonpath(roots)
+    return roots, image_root
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry and output (shared)
+
+
+def _finalize_boxes(img, log):
+    """Dedupe, drop degenerate/outside boxes, clip the rest; returns the kept (cat, x0, y0, x1, y1)."""
+    w, h = img["width"], img["height"]
+    kept, seen = [], set()
+    for cat, x0, y0, x1, y1, src in img["raw_boxes"]:
+        key = (cat, x0, y0, x1, y1)
+        desc = f"{src}: [{x0:g}, {y0:g}, {x1:g}, {y1:g}] in {w}x{h} image {img['path']}"
+        if key in seen:
+            log.count("duplicate", desc)
+            continue
+        seen.add(key)
+        if x1 <= x0 or y1 <= y0:
+            log.count("degenerate", desc)
+            continue
+        if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
+            log.count("outside_image", desc)
+            continue
+        c = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
+        if c != (x0, y0, x1, y1):
+            log.count("clipped", desc)
+        kept.append((cat,) + c)
+    return sorted(kept, key=lambda b: (b[1], b[2], b[3], b[4], b[0]))
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix, test_size, split,
+            seed, image_root, verbose):
+    """Geometry, ids, split, write; fills and returns ``report``."""
+    categories = DATASET_CATEGORIES[dataset]
+    for img in images:
+        img["file_name"] = _relpath(img["path"], image_root)
+        if img.get("template") is not None:
+            img["template_file_name"] = _relpath(img["template"], image_root)
+    images.sort(key=lambda im: im["file_name"])  # listing-order independent
+
+    per_class = [0] * len(categories)
+    for img in images:
+        img["boxes"] = _finalize_boxes(img, log)
+        for b in img["boxes"]:
+            per_class[b[0] - 1] += 1
+        if not img["is_normal"] and not img["boxes"]:
+            if img["n_entries"]:
+                log.count("defect_image_all_boxes_dropped", img["path"])
+            else:
+                log.count("defect_image_without_annotations", img["path"])
+
+    n = len(images)
+    if split:
+        if not isinstance(test_size, int) or isinstance(test_size, bool) or test_size < 1:
+            raise ValueError(f"test_size must be a positive integer, got {test_size!r}")
+        if test_size >= n:
+            raise ValueError(
+                f"test_size {test_size} >= number of images {n}: nothing would be left for training "
+                "(lower --test-size or use --no-split)"
+            )
+        test_idx = set(random.Random(seed).sample(range(n), test_size))
+        parts = OrderedDict([("train", [i for i in range(n) if i not in test_idx]),
+                             ("test", sorted(test_idx))])
+    else:
+        if n == 0:
+            raise ValueError("no images to write")
+        parts = OrderedDict([("all", list(range(n)))])
+
+    cats = [{"id": i + 1, "name": en, "name_zh": zh} for i, (en, zh) in enumerate(categories)]
+    os.makedirs(out_dir, exist_ok=True)
+    outputs, images_written, normal_written, boxes_split = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
+    ann_id = 0
+    coco_files = []
+    for part, idxs in parts.items():
+        coco_images, coco_anns = [], []
+        for i in idxs:
+            img = images[i]
+            entry = {"id": i + 1, "file_name": img["file_name"], "height": img["height"],
+                     "width": img["width"]}
+            if "template_file_name" in img:
+                entry["template_file_name"] = img["template_file_name"]
+            entry["is_normal"] = bool(img["is_normal"])
+            coco_images.append(entry)
+            for cat, x0, y0, x1, y1 in img["boxes"]:
+                ann_id += 1
+                bw, bh = x1 - x0, y1 - y0
+                coco_anns.append({"id": ann_id, "image_id": i + 1, "category_id": cat,
+                                  "bbox": [x0, y0, bw, bh], "area": bw * bh, "iscrowd": 0})
+        name = f"{prefix}_{part}.json" if split else f"{prefix}.json"
+        path = os.path.join(out_dir, name)
+        info = {
+            "description": f"Tianchi {dataset} defect dataset, COCO export by defect_det",
+            "dataset": dataset,
+            "source_roots": roots,
+            "annotation_files": anno_files,
+            "split": part,
+            "seed": seed if split else None,
+            "test_size": test_size if split else None,
+            "converter_version": CONVERTER_VERSION,
+        }
+        coco_files.append((path, {"info": info, "images": coco_images, "annotations": coco_anns,
+                                  "categories": cats}))
+        outputs[part] = path
+        images_written[part] = len(coco_images)
+        normal_written[part] = sum(1 for e in coco_images if e["is_normal"])
+        boxes_split[part] = len(coco_anns)
+    for path, coco in coco_files:
+        _write_json(path, coco)
+
+    boxes_dropped = OrderedDict((r, log.counts[r]) for r in BOX_REASONS if log.counts.get(r))
+    report.update({
+        "boxes_written": sum(per_class),
+        "boxes_per_class": OrderedDict((en, per_class[i]) for i, (en, _) in enumerate(categories)),
+        "boxes_clipped": log.counts.get("clipped", 0),
+        "boxes_dropped": boxes_dropped,
+        "images_dropped": OrderedDict((r, log.counts[r]) for r in IMAGE_REASONS if log.counts.get(r)),
+        "images_written": images_written,
+        "normal_images_written": normal_written,
+        "boxes_written_per_split": boxes_split,
+        "issues": OrderedDict((r, log.counts[r]) for r in ALL_REASONS if log.counts.get(r)),
+        "examples": OrderedDict((r, list(log.examples[r])) for r in ALL_REASONS if r in log.examples),
+        "outputs": outputs,
+        "annotation_files": anno_files,
+    })
+    # the accounting identities this module promises
+    assert report["boxes_in"] == report["boxes_written"] + sum(boxes_dropped.values()), report
+    found = report["images_found"]["defect"] + report["images_found"]["normal"]
+    assert found == n + sum(report["images_dropped"].values()), report
+    if verbose:
+        print(format_report(report))
+    return report
+
+
+def _new_report(dataset, strict, roots, image_root):
+    return OrderedDict([
+        ("dataset", dataset), ("mode", "strict" if strict else "lenient"), ("roots", roots),
+        ("image_root", image_root), ("images_found", OrderedDict([("defect", 0), ("normal", 0)])),
+        ("annotation_files", []), ("boxes_in", 0),
+    ])
+
+
+def format_report(report):
+    """The report dict of :func:`convert_fabric` / :func:`convert_aluminum` as text, one reason a line."""
+    r = report
+    found = r["images_found"]
+    lines = [
+        f"tianchi {r['dataset']} ({r['mode']}): roots {', '.join(r['roots'])}",
+        f"  images found: {found['defect'] + found['normal']} "
+        f"(defect {found['defect']}, normal {found['normal']})",
+        f"  annotation files read: {len(r['annotation_files'])}; boxes in: {r['boxes_in']}",
+        f"  boxes written: {r['boxes_written']} = boxes in {r['boxes_in']} - dropped "
+        f"{sum(r['boxes_dropped'].values())}",
+        "  boxes per class: " + ", ".join(f"{k} {v}" for k, v in r["boxes_per_class"].items()),
+        "  images written: " + ", ".join(
+            f"{p} {n} (normal {r['normal_images_written'][p]}, boxes {r['boxes_written_per_split'][p]}) "
+            f"-> {r['outputs'][p]}" for p, n in r["images_written"].items()),
+    ]
+    if r["issues"]:
+        lines.append("  changed / dropped / skipped, by reason:")
+        for reason, n in r["issues"].items():
+            lines.append(f"    {n:6d}  {ALL_REASONS[reason]} [{reason}]")
+            for ex in r["examples"].get(reason, [])[:3]:
+                lines.append(f"            e.g. {ex}")
+    else:
+        lines.append("  nothing changed or dropped")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# fabric
+
+
+def _fabric_template(img_path):
+    d, fname = os.path.split(img_path)
+    stem, ext = os.path.splitext(fname)
+    prefix = stem.split("_")[0]
+    for e in [ext] + [x for x in (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG") if x != ext]:
+        p = os.path.join(d, f"template_{prefix}{e}")
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_size=500, split=True,
+                   seed=0, image_root=None, strict=True, verbose=True):
+    """
+    Convert a Tianchi 2019 fabric (round 2) release to COCO JSON.
+
+    Args:
+        roots (str or list[str]): release roots; images are found under ``<root>/defect/`` and
+            ``<root>/normal/`` (``<stem>/<stem>.jpg`` + ``<stem>/template_<prefix>.jpg``). Annotation
+            names are resolved against the images of *all* roots.
+        out_dir (str): where ``<prefix>_train.json`` / ``<prefix>_test.json`` (or ``<prefix>.json``) go.
+        anno_files (list[str] or None): annotation JSON lists; default every ``<root>/Annotations/*.json``.
+        prefix (str): output file prefix.
+        test_size (int): number of images (defect and normal) in the test split.
+        split (bool): False writes everything to ``<prefix>.json``.
+        seed (int): seed of the split (over images sorted by file name, so listing order is irrelevant).
+        image_root (str or None): ``file_name`` / ``template_file_name`` are relative to it; default the
+            common parent of ``roots``.
+        strict (bool): raise :class:`TianchiFormatError` on the first bad input; False skips and counts.
+        verbose (bool): print the report.
+
+    Returns:
+        dict: the report (see :func:`format_report`; ``boxes_in == boxes_written + sum(boxes_dropped)``).
+    """
+    roots, image_root = _prepare_roots(roots, image_root)
+    log = _Log(strict)
+    report = _new_report("fabric", strict, roots, image_root)
+    lookup = _category_lookup("fabric")
+
+    # 1. images (both kinds, all roots), indexed by file name
+    index, images = {}, []
+    for root in roots:
+        has_images = False
+        for kind in ("defect", "normal"):
+            top = os.path.join(root, kind)
+            if not os.path.isdir(top):
+                continue
+            has_images = True
+            for path in _walk_files(top):
+                fname = os.path.basename(path)
+                if not _is_image(fname) or fname.startswith("template_"):
+                    continue
+                report["images_found"][kind] += 1
+                if fname in index:
+                    log.problem("duplicate_image_name", path,
+                                f"image file name also found at {index[fname]['path']}")
+                    continue
+                img = {"path": path, "is_normal": kind == "normal", "raw_boxes": [], "n_entries": 0,
+                       "ok": False}
+                index[fname] = img
+                template = _fabric_template(path)
+                if template is None:
+                    stem = os.path.splitext(fname)[0]
+                    log.problem("missing_template", path,
+                                f"template image template_{stem.split('_')[0]}.jpg missing beside it")
+                    continue
+                size = _try_size(path, log)
+                if size is None:
+                    continue
+                tsize = _try_size(template, log, "template")
+                if tsize is None:
+                    continue
+                if tsize != size:
+                    log.count("template_size_mismatch", f"{path}: {size} vs template {tsize}")
+                img.update(ok=True, template=template, width=size[0], height=size[1])
+                images.append(img)
+        if not has_images and not os.path.isdir(os.path.join(root, "Annotations")):
+            raise TianchiFormatError(root, "no defect/, normal/ or Annotations/ folder: not a fabric release root")
+    stems = {os.path.splitext(k)[0]: v for k, v in index.items()}
+
+    # 2. annotation files
+    if anno_files is None:
+        anno_files = []
+        for root in roots:
+            adir = os.path.join(root, "Annotations")
+            if os.path.isdir(adir):
+                anno_files += [os.path.join(adir, f) for f in os.listdir(adir) if f.lower().endswith(".json")]
+        if not anno_files:
+            raise TianchiFormatError(", ".join(roots), "no Annotations/*.json found (pass anno_files)")
+    anno_files = sorted({os.path.abspath(os.fspath(a)) for a in anno_files})
+    report["annotation_files"] = anno_files
+    for afile in anno_files:
+        try:
+            data = _load_json(afile)
+        except json.JSONDecodeError as e:
+            log.problem("annotation_file_malformed", afile,
+                        f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})")
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            log.problem("annotation_file_malformed", afile, f"cannot read ({e})")
+            continue
+        if not isinstance(data, list):
+            log.problem("annotation_file_not_list", afile,
+                        f"top level is a JSON {type(data).__name__}, expected a list of boxes")
+            continue
+        for i, entry in enumerate(data):
+            report["boxes_in"] += 1
+            if not isinstance(entry, dict):
+                log.problem("not_an_object", afile, f"expected an object, got {type(entry).__name__}", i)
+                continue
+            name = entry.get("name")
+            missing = [k for k in ("name", "defect_name", "bbox") if k not in entry]
+            if missing:
+                log.problem("missing_key", afile, f"missing key(s) {missing}", i, name)
+                continue
+            bbox = entry["bbox"]
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                n = len(bbox) if isinstance(bbox, (list, tuple)) else type(bbox).__name__
+                log.problem("bad_bbox", afile, f"bbox must be 4 numbers [xmin, ymin, xmax, ymax], got {n}: {bbox!r}", i, name)
+                continue
+            coords = [_number(v) for v in bbox]
+            if any(c is None for c in coords):
+                log.problem("bad_bbox", afile, f"bbox has non-numeric / non-finite values: {bbox!r}", i, name)
+                continue
+            cat = lookup(entry["defect_name"])
+            if cat is None:
+                log.problem("unknown_class", afile, f"unknown class {entry['defect_name']!r}", i, name)
+                continue
+            img = index.get(os.path.basename(name)) if isinstance(name, str) else None
+            if img is None and isinstance(name, str):
+                img = stems.get(os.path.splitext(os.path.basename(name))[0])
+            if img is None:
+                log.problem("image_not_found", afile,
+                            f"image not found under defect/ or normal/ of {', '.join(roots)}", i, name)
+                continue
+            if img["is_normal"]:
+                log.problem("annotation_on_normal_image", afile,
+                            f"annotates an image in a normal/ folder: {img['path']}", i, name)
+                continue
+            img["n_entries"] += 1
+            if not img["ok"]:
+                log.count("image_dropped", _describe(afile, f"its image {img['path']} was dropped", i, name))
+                continue
+            img["raw_boxes"].append((cat, *coords, _where(afile, i, name)))
+
+    return _finish("fabric", images, log, report, roots=roots, anno_files=anno_files, out_dir=out_dir,
+                   prefix=prefix, test_size=test_size, split=split, seed=seed, image_root=image_root,
+                   verbose=verbose)
+
+
+# ----------------------------------------------------------------------------------------------
+# aluminum
+
+
+def _is_normal_folder(name):
+    low = name.lower()
+    return name == "无瑕疵样本" or "无瑕疵" in name or ("normal" in low and "abnormal" not in low)
+
+
+def _labelme_shapes(jpath, data, lookup, log, report):
+    """Validated (cat, x0, y0, x1, y1, src) boxes of a LabelMe object; counts shapes in boxes_in."""
+    boxes = []
+    for i, shape in enumerate(data["shapes"]):
+        report["boxes_in"] += 1
+        if not isinstance(shape, dict):
+            log.problem("not_an_object", jpath, f"shape is not an object: {shape!r}", i)
+            continue
+        label = shape.get("label")
+        missing = [k for k in ("label", "points") if k not in shape]
+        if missing:
+            log.problem("missing_key", jpath, f"shape missing key(s) {missing}", i, label)
+            continue
+        pts = shape["points"]
+        ok = isinstance(pts, list) and len(pts) >= 2 and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and None not in (_number(p[0]), _number(p[1]))
+            for p in pts)
+        if not ok:
+            n = len(pts) if isinstance(pts, list) else type(pts).__name__
+            log.problem("bad_points", jpath, f"shape needs >= 2 numeric [x, y] points, got {n}: {pts!r}"[:300], i, label)
+            continue
+        cat = lookup(label)
+        if cat is None:
+            log.problem("unknown_class", jpath, f"unknown class {label!r}", i, label)
+            continue
+        xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
+        boxes.append((cat, min(xs), min(ys), max(xs), max(ys), _where(jpath, i, label)))
+    return boxes
+
+
+def convert_aluminum(roots, out_dir, *, prefix="aluminum", test_size=500, split=True, seed=0,
+                     image_root=None, strict=True, verbose=True):
+    """
+    Convert a Tianchi 2018 aluminum (round 2) release to COCO JSON.
+
+    Roots are walked recursively; every image ``X.jpg`` needs a LabelMe ``X.json`` beside it (box =
+    min/max over each shape's points), unless a folder on its path (below the root, or the root
+    itself) is a normal folder (``无瑕疵样本``, or a name containing ``normal``): such images without
+    JSON are normal images. ``out_dir`` is skipped if it lies inside a root. Other arguments and the
+    returned report are as in :func:`convert_fabric` (no templates, no annotation files).
+    """
+    roots, image_root = _prepare_roots(roots, image_root)
+    log = _Log(strict)
+    report = _new_report("aluminum", strict, roots, image_root)
+    lookup = _category_lookup("aluminum")
+    skip = {os.path.abspath(os.fspath(out_dir))}
+
+    images, json_files = [], []
+    for root in roots:
+        files = _walk_files(root, skip)
+        fileset = set(files)
+        image_stems = {os.path.splitext(p)[0] for p in files if _is_image(p)}
+        for path in files:
+            if path.lower().endswith(".json") and os.path.splitext(path)[0] not in image_stems:
+                # a JSON with no image beside it: a LabelMe file whose image is missing is an error
+                try:
+                    data = _load_json(path)
+                except (OSError, ValueError):
+                    data = None
+                if isinstance(data, dict) and isinstance(data.get("shapes"), list):
+                    json_files.append(path)
+                    report["boxes_in"] += len(data["shapes"])
+                    stem = os.path.splitext(os.path.basename(path))[0]
+                    if strict:
+                        log.problem("image_not_found", path, f"LabelMe file without its image {stem}.jpg beside it")
+                    log.count("image_not_found", _describe(path, "LabelMe file without its image"),
+                              n=len(data["shapes"]))
+                else:
+                    log.count("unrelated_json_ignored", path)
+                continue
+            if not _is_image(path):
+                continue
+            rel_dirs = os.path.relpath(os.path.dirname(path), root).split(os.sep)
+            in_normal = any(_is_normal_folder(d) for d in rel_dirs + [os.path.basename(root)] if d not in ("", "."))
+            jpath = os.path.splitext(path)[0] + ".json"
+            if jpath not in fileset:
+                jpath = next((os.path.splitext(path)[0] + e for e in (".JSON", ".Json")
+                              if os.path.splitext(path)[0] + e in fileset), None)
+            boxes, n_shapes = [], 0
+            if jpath is None:
+                if not in_normal:
+                    report["images_found"]["defect"] += 1
+                    log.problem("missing_annotation", path,
+                                "no LabelMe JSON beside the image and not in a normal folder (无瑕疵样本 / *normal*)")
+                    continue
+                is_normal = True
+            else:
+                json_files.append(jpath)
+                try:
+                    data = _load_json(jpath)
+                except json.JSONDecodeError as e:
+                    report["images_found"]["normal" if in_normal else "defect"] += 1
+                    log.problem("bad_annotation_file", jpath,
+                                f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})")
+                    continue
+                except (OSError, UnicodeDecodeError) as e:
+                    report["images_found"]["normal" if in_normal else "defect"] += 1
+                    log.problem("bad_annotation_file", jpath, f"cannot read ({e})")
+                    continue
+                if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+                    report["images_found"]["normal" if in_normal else "defect"] += 1
+                    log.problem("bad_annotation_file", jpath, "not a LabelMe object (no 'shapes' list)")
+                    continue
+                n_shapes = len(data["shapes"])
+                is_normal = in_normal and not n_shapes
+                if in_normal and n_shapes:
+                    log.count("annotated_image_in_normal_folder", path)
+                report["images_found"]["normal" if is_normal else "defect"] += 1
+                boxes = _labelme_shapes(jpath, data, lookup, log, report)
+            if jpath is None:
+                report["images_found"]["normal"] += 1
+            size = _try_size(path, log)
+            if size is None:
+                if boxes:
+                    log.count("image_dropped", f"{path}: image dropped", n=len(boxes))
+                continue
+            if jpath is not None:
+                jw, jh = data.get("imageWidth"), data.get("imageHeight")
+                if isinstance(jw, int) and isinstance(jh, int) and (jw, jh) != size:
+                    log.count("labelme_size_mismatch", f"{jpath}: {jw}x{jh} vs image {size[0]}x{size[1]}")
+            images.append({"path": path, "is_normal": is_normal, "raw_boxes": boxes, "width": size[0],
+                           "height": size[1], "template": None, "n_entries": n_shapes})
+
+    return _finish("aluminum", images, log, report, roots=roots, anno_files=sorted(json_files),
+                   out_dir=out_dir, prefix=prefix, test_size=test_size, split=split, seed=seed,
+                   image_root=image_root, verbose=verbose)

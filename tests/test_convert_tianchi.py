@@ -1,0 +1,430 @@
+"""Tianchi -> COCO converter (defect_det/data/tianchi_convert.py, tools/convert_tianchi.py) on tiny fake releases."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from defect_det.data.datasets.tianchi_categories import ALUMINUM_CATEGORIES, FABRIC_CATEGORIES
+from defect_det.data.tianchi_convert import TianchiFormatError, convert_aluminum, convert_fabric
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+W, H = 64, 48
+
+DEFECT_STEMS = ["p0_a", "p0_b", "p1_a", "p1_b", "p2_a", "p3_a", "p3_b", "p4_a"]  # 5 pieces share templates
+NORMAL_STEMS = ["q0_n", "q1_n", "q2_n"]
+# (name, class, [xmin, ymin, xmax, ymax]); Chinese and English class names mixed
+ENTRIES = [
+    ("p0_a.jpg", "沾污", [1, 2, 11, 22]),             # 0 stained
+    ("p0_a.jpg", "knots", [5, 5, 15, 15]),           # 1
+    ("p0_b.jpg", "破洞", [50, 30, 70, 60]),           # 2 broken hole, clipped to [50, 30, 64, 48]
+    ("p1_a.jpg", "broken hole", [10, 10, 10, 20]),   # 3 degenerate (zero width) -> p1_a has no box left
+    ("p1_b.jpg", "其他", [3, 3, 9, 9]),               # 4 others
+    ("p1_b.jpg", "其他", [3, 3, 9, 9]),               # 5 exact duplicate of 4
+    ("p4_a.jpg", "Water Mark", [20, 20, 30, 40]),    # 6
+    ("p3_a.jpg", "缝头", [0, 0, 64, 48]),             # 7 seam allowance, the whole image
+    ("p3_b.jpg", "网折", [100, 100, 120, 120]),       # 8 entirely outside -> p3_b has no box left
+    ("p4_a.jpg", "色差", [30.5, 10.25, 40.5, 20.25]),  # 9 color shade, float coordinates
+]  # p2_a: defect image without annotations
+
+
+def _img(path, color=(128, 128, 128), size=(W, H)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", size, color).save(path, quality=80)
+
+
+def make_fabric(root, entries=ENTRIES, defect=DEFECT_STEMS, normal=NORMAL_STEMS, anno=True):
+    for kind, stems in (("defect", defect), ("normal", normal)):
+        for k, stem in enumerate(stems):
+            d = os.path.join(root, kind, stem)
+            _img(os.path.join(d, stem + ".jpg"), (40 + 10 * k, 90, 120))
+            _img(os.path.join(d, f"template_{stem.split('_')[0]}.jpg"), (40, 90, 120))
+    if anno:
+        write_anno(os.path.join(root, "Annotations", "anno_train.json"), entries)
+    return str(root)
+
+
+def write_anno(path, entries):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = [{"name": n, "defect_name": c, "bbox": b} if isinstance(n, str) else n for n, c, b in entries]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+    return path
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_identities(rep):
+    assert rep["boxes_in"] == rep["boxes_written"] + sum(rep["boxes_dropped"].values())
+    assert rep["boxes_written"] == sum(rep["boxes_per_class"].values())
+    assert rep["boxes_written"] == sum(rep["boxes_written_per_split"].values())
+    found = rep["images_found"]["defect"] + rep["images_found"]["normal"]
+    assert found == sum(rep["images_written"].values()) + sum(rep["images_dropped"].values())
+    for part, path in rep["outputs"].items():
+        coco = load(path)
+        assert len(coco["images"]) == rep["images_written"][part]
+        assert len(coco["annotations"]) == rep["boxes_written_per_split"][part]
+
+
+def by_name(coco):
+    return {os.path.basename(im["file_name"]): im for im in coco["images"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# fabric round trip
+
+
+def test_fabric_round_trip(tmp_path):
+    root = make_fabric(tmp_path / "release")
+    out = tmp_path / "out"
+    rep = convert_fabric([root], str(out), test_size=4, seed=0, verbose=False)
+    check_identities(rep)
+    assert rep["images_found"] == {"defect": 8, "normal": 3}
+    assert rep["boxes_in"] == 10 and rep["boxes_written"] == 7
+    assert dict(rep["boxes_dropped"]) == {"degenerate": 1, "outside_image": 1, "duplicate": 1}
+    assert rep["boxes_clipped"] == 1
+    assert rep["issues"]["defect_image_without_annotations"] == 1  # p2_a
+    assert rep["issues"]["defect_image_all_boxes_dropped"] == 2  # p1_a, p3_b
+    assert rep["images_written"] == {"train": 7, "test": 4}
+    assert rep["boxes_per_class"]["stained"] == 1 and rep["boxes_per_class"]["others"] == 1
+    assert rep["boxes_per_class"]["insect"] == 0 and len(rep["boxes_per_class"]) == 15
+    assert set(os.listdir(out)) == {"fabric_train.json", "fabric_test.json"}
+
+    train, test = load(out / "fabric_train.json"), load(out / "fabric_test.json")
+    for coco, part in ((train, "train"), (test, "test")):
+        assert coco["categories"] == [{"id": i + 1, "name": en, "name_zh": zh}
+                                      for i, (en, zh) in enumerate(FABRIC_CATEGORIES)]
+        assert coco["info"]["split"] == part and coco["info"]["seed"] == 0
+        assert coco["info"]["source_roots"] == [os.path.abspath(root)]
+        assert coco["info"]["converter_version"]
+        ids = {im["id"] for im in coco["images"]}
+        assert all(a["image_id"] in ids for a in coco["annotations"])
+        for im in coco["images"]:
+            assert set(im) == {"id", "file_name", "height", "width", "template_file_name", "is_normal"}
+            assert (im["width"], im["height"]) == (W, H)
+            assert not os.path.isabs(im["file_name"]) and im["file_name"].startswith(("defect/", "normal/"))
+            assert os.path.isfile(os.path.join(root, im["file_name"]))  # image root = the single root
+            t = os.path.join(root, im["template_file_name"])
+            assert os.path.isfile(t)
+            stem = os.path.splitext(os.path.basename(im["file_name"]))[0]
+            assert os.path.basename(t) == f"template_{stem.split('_')[0]}.jpg"
+            assert os.path.dirname(t) == os.path.dirname(os.path.join(root, im["file_name"]))
+        for a in coco["annotations"]:
+            assert set(a) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd"}
+            assert a["iscrowd"] == 0 and all(isinstance(v, float) for v in a["bbox"])
+            assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3]) and a["area"] > 0
+
+    # split: disjoint, covers everything, unique ids across files
+    tr, te = by_name(train), by_name(test)
+    assert not set(tr) & set(te)
+    assert set(tr) | set(te) == {s + ".jpg" for s in DEFECT_STEMS + NORMAL_STEMS}
+    assert len({im["id"] for im in train["images"] + test["images"]}) == 11
+    assert len({a["id"] for a in train["annotations"] + test["annotations"]}) == 7
+
+    images = {**tr, **te}
+    anns = {}
+    for a in train["annotations"] + test["annotations"]:
+        anns.setdefault(a["image_id"], []).append((a["category_id"], a["bbox"]))
+    for s in NORMAL_STEMS:
+        im = images[s + ".jpg"]
+        assert im["is_normal"] is True and im["id"] not in anns
+    for s in DEFECT_STEMS:
+        assert images[s + ".jpg"]["is_normal"] is False
+    cid = {en: i + 1 for i, (en, _) in enumerate(FABRIC_CATEGORIES)}
+    box = lambda s: sorted(anns.get(images[s + ".jpg"]["id"], []))  # noqa: E731
+    assert box("p0_a") == sorted([(cid["stained"], [1.0, 2.0, 10.0, 20.0]), (cid["knots"], [5.0, 5.0, 10.0, 10.0])])
+    assert box("p0_b") == [(cid["broken hole"], [50.0, 30.0, 14.0, 18.0])]  # clipped
+    assert box("p1_a") == [] and box("p3_b") == [] and box("p2_a") == []  # kept, no boxes
+    assert box("p1_b") == [(cid["others"], [3.0, 3.0, 6.0, 6.0])]  # duplicate dropped
+    assert box("p3_a") == [(cid["seam allowance"], [0.0, 0.0, 64.0, 48.0])]
+    assert box("p4_a") == sorted([(cid["water mark"], [20.0, 20.0, 10.0, 20.0]),
+                                  (cid["color shade"], [30.5, 10.25, 10.0, 10.0])])
+
+
+def _split_of(out):
+    return tuple(sorted(im["file_name"] for im in load(os.path.join(out, "fabric_test.json"))["images"]))
+
+
+def test_fabric_split_deterministic_and_listing_order_independent(tmp_path, monkeypatch):
+    root = make_fabric(tmp_path / "release")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    convert_fabric(root, a, test_size=4, seed=0, verbose=False)
+    convert_fabric(root, b, test_size=4, seed=0, verbose=False)
+    for f in ("fabric_train.json", "fabric_test.json"):
+        assert load(os.path.join(a, f)) == load(os.path.join(b, f))
+
+    # reversed file-system listing + shuffled annotation entries: same output
+    real_walk, real_listdir = os.walk, os.listdir
+
+    def reversed_walk(top, *args, **kw):
+        for dirpath, dirnames, filenames in real_walk(top, *args, **kw):
+            dirnames.reverse()
+            yield dirpath, dirnames, filenames[::-1]
+
+    monkeypatch.setattr(os, "walk", reversed_walk)
+    monkeypatch.setattr(os, "listdir", lambda p=".": real_listdir(p)[::-1])
+    shuffled = list(ENTRIES)
+    random.Random(3).shuffle(shuffled)
+    write_anno(os.path.join(root, "Annotations", "anno_train.json"), shuffled)
+    c = str(tmp_path / "c")
+    convert_fabric(root, c, test_size=4, seed=0, verbose=False)
+    monkeypatch.undo()
+    for f in ("fabric_train.json", "fabric_test.json"):
+        ja, jc = load(os.path.join(a, f)), load(os.path.join(c, f))
+        assert ja["images"] == jc["images"] and ja["annotations"] == jc["annotations"]
+
+    # the seed matters
+    splits = set()
+    for seed in range(6):
+        out = str(tmp_path / f"s{seed}")
+        convert_fabric(root, out, test_size=4, seed=seed, verbose=False)
+        splits.add(_split_of(out))
+    assert len(splits) > 1
+
+
+def test_fabric_multi_root_no_split_and_image_root(tmp_path):
+    # part 1: images only; part 2: images + the annotations of both parts (as in the real release)
+    p1 = make_fabric(tmp_path / "data" / "part1", defect=["p0_a", "p0_b", "p1_a"], normal=["q0_n"], anno=False)
+    p2 = make_fabric(tmp_path / "data" / "part2", entries=ENTRIES,
+                     defect=["p1_b", "p2_a", "p3_a", "p3_b", "p4_a"], normal=["q1_n", "q2_n"])
+    out = tmp_path / "data" / "annotations"
+    rep = convert_fabric([p2, p1], str(out), split=False, prefix="fab", verbose=False)
+    check_identities(rep)
+    assert rep["boxes_written"] == 7 and rep["images_written"] == {"all": 11}
+    coco = load(out / "fab.json")
+    assert coco["info"]["split"] == "all"
+    names = sorted(im["file_name"] for im in coco["images"])
+    assert names[0] == "part1/defect/p0_a/p0_a.jpg"  # relative to the common parent of the roots
+    for im in coco["images"]:
+        assert os.path.isfile(tmp_path / "data" / im["template_file_name"])
+
+    with pytest.raises(TianchiFormatError, match="not under the image root"):
+        convert_fabric([p1, p2], str(out), split=False, image_root=p1, verbose=False)
+    with pytest.raises(ValueError, match="test_size 11 >= number of images 11"):
+        convert_fabric([p1, p2], str(out), test_size=11, verbose=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# aluminum round trip
+
+
+def _labelme(path, shapes, size=(W, H)):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"shapes": [{"label": lab, "points": pts, "shape_type": "polygon"} for lab, pts in shapes],
+                   "imageWidth": size[0], "imageHeight": size[1], "imagePath": os.path.basename(path)[:-5] + ".jpg"},
+                  f, ensure_ascii=False)
+
+
+def make_aluminum(root):
+    def defect(rel, shapes):
+        p = os.path.join(root, rel)
+        _img(p)
+        _labelme(os.path.splitext(p)[0] + ".json", shapes)
+
+    defect("单瑕疵图片/擦花/a1.jpg", [("擦花", [[5, 6], [25, 6], [25, 16], [5, 16]])])
+    defect("单瑕疵图片/起坑/a2.jpg", [("pit", [[40, 30], [50, 44]])])
+    defect("多瑕疵图片/m1.jpg", [("脏点", [[1, 1], [3, 1], [3, 4], [1, 4]]),
+                              ("orange peel", [[10, 10], [70, 20], [30, 50], [10, 50]])])  # clipped
+    for rel in ("无瑕疵样本/n1.jpg", "无瑕疵样本/n2.jpg", "Normal_extra/n3.jpg"):
+        _img(os.path.join(root, rel))
+    with open(os.path.join(root, "readme.json"), "w") as f:
+        json.dump({"note": "not LabelMe"}, f)
+    return str(root)
+
+
+def test_aluminum_round_trip(tmp_path):
+    root = make_aluminum(tmp_path / "alu")
+    out = tmp_path / "alu" / "annotations"  # inside the root: must not be walked
+    rep = convert_aluminum([root], str(out), test_size=2, seed=1, verbose=False)
+    check_identities(rep)
+    assert rep["images_found"] == {"defect": 3, "normal": 3}
+    assert rep["boxes_in"] == 4 and rep["boxes_written"] == 4 and rep["boxes_clipped"] == 1
+    assert rep["issues"]["unrelated_json_ignored"] == 1
+    assert rep["images_written"] == {"train": 4, "test": 2}
+    tr, te = load(out / "aluminum_train.json"), load(out / "aluminum_test.json")
+    assert tr["categories"] == [{"id": i + 1, "name": en, "name_zh": zh}
+                                for i, (en, zh) in enumerate(ALUMINUM_CATEGORIES)]
+    images = {**by_name(tr), **by_name(te)}
+    assert len(images) == 6
+    for im in images.values():
+        assert "template_file_name" not in im
+        assert os.path.isfile(os.path.join(root, im["file_name"]))
+        assert im["is_normal"] == im["file_name"].startswith(("无瑕疵样本/", "Normal_extra/"))
+    cid = {en: i + 1 for i, (en, _) in enumerate(ALUMINUM_CATEGORIES)}
+    anns = {}
+    for a in tr["annotations"] + te["annotations"]:
+        anns.setdefault(a["image_id"], []).append((a["category_id"], a["bbox"]))
+    assert anns[images["a1.jpg"]["id"]] == [(cid["abrasion mark"], [5.0, 6.0, 20.0, 10.0])]
+    assert anns[images["a2.jpg"]["id"]] == [(cid["pit"], [40.0, 30.0, 10.0, 14.0])]
+    assert sorted(anns[images["m1.jpg"]["id"]]) == sorted(
+        [(cid["dirty spot"], [1.0, 1.0, 2.0, 3.0]), (cid["orange peel"], [10.0, 10.0, 54.0, 38.0])])
+    for n in ("n1.jpg", "n2.jpg", "n3.jpg"):
+        assert images[n]["id"] not in anns
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: strict raises naming file + entry, lenient skips and counts
+
+
+def _extra(root, text):
+    p = os.path.join(root, "Annotations", "extra.json")
+    with open(p, "w", encoding="utf-8") as f:
+        f.write(text)
+    return p
+
+
+def _append(root, entry):
+    p = os.path.join(root, "Annotations", "anno_train.json")
+    data = load(p) + [entry]
+    with open(p, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+    return p
+
+
+def _remove(path):
+    os.remove(path)
+    return path
+
+
+def _garbage(path):
+    with open(path, "wb") as f:
+        f.write(b"this is not an image")
+    return path
+
+
+N = len(ENTRIES)  # index of an appended entry
+FABRIC_CASES = {
+    # case: (mutate(root) -> file named in the error, reason, words in the message, lenient box drops)
+    "malformed_json": (lambda r: _extra(r, '[{"name": "p0_a.jpg", "bbox": [1, 2'), "annotation_file_malformed",
+                       ["malformed JSON", "line 1 column"], 0),
+    "not_a_list": (lambda r: _extra(r, '{"name": "p0_a.jpg"}'), "annotation_file_not_list", ["not", "list"], 0),
+    "missing_key": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污"}), "missing_key",
+                    [f"entry {N} (p0_a.jpg)", "bbox"], 1),
+    "bbox_length": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3]}),
+                    "bad_bbox", [f"entry {N} (p0_a.jpg)", "4 numbers"], 1),
+    "bbox_non_numeric": (lambda r: _append(r, {"name": "p0_b.jpg", "defect_name": "沾污", "bbox": [1, "2", 3, 4]}),
+                         "bad_bbox", [f"entry {N} (p0_b.jpg)", "non-numeric"], 1),
+    "unknown_class": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "scratch", "bbox": [1, 2, 3, 4]}),
+                      "unknown_class", [f"entry {N} (p0_a.jpg)", "'scratch'"], 1),
+    "missing_image": (lambda r: _append(r, {"name": "zz_9.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4]}),
+                      "image_not_found", [f"entry {N} (zz_9.jpg)", "not found"], 1),
+    "missing_template": (lambda r: (_remove(os.path.join(r, "defect", "p4_a", "template_p4.jpg")),
+                                    os.path.join(r, "defect", "p4_a", "p4_a.jpg"))[1],
+                         "missing_template", ["template_p4.jpg"], 2),  # p4_a's 2 boxes go with it
+    "missing_normal_template": (lambda r: (_remove(os.path.join(r, "normal", "q1_n", "template_q1.jpg")),
+                                           os.path.join(r, "normal", "q1_n", "q1_n.jpg"))[1],
+                                "missing_template", ["template_q1.jpg"], 0),
+    "unreadable_image": (lambda r: _garbage(os.path.join(r, "defect", "p2_a", "p2_a.jpg")),
+                         "unreadable_image", ["unreadable image"], 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FABRIC_CASES))
+def test_fabric_bad_input(tmp_path, case):
+    mutate, reason, words, dropped = FABRIC_CASES[case]
+    root = make_fabric(tmp_path / "release")
+    bad_file = mutate(root)
+    with pytest.raises(TianchiFormatError) as ei:
+        convert_fabric(root, str(tmp_path / "strict"), test_size=3, verbose=False)
+    msg = str(ei.value)
+    assert msg.startswith(os.path.abspath(bad_file) + ":"), msg
+    for w in words:
+        assert w in msg, (w, msg)
+    assert ei.value.reason == reason
+    assert not os.path.exists(tmp_path / "strict")  # nothing written on failure
+
+    rep = convert_fabric(root, str(tmp_path / "lenient"), test_size=3, strict=False, verbose=False)
+    check_identities(rep)
+    assert rep["mode"] == "lenient"
+    assert rep["issues"][reason] >= 1 and rep["examples"][reason]
+    assert os.path.abspath(bad_file) in rep["examples"][reason][0]
+    assert sum(rep["boxes_dropped"].values()) == 3 + dropped  # the 3 geometric drops of ENTRIES + these
+    n_images_dropped = sum(rep["images_dropped"].values())
+    assert n_images_dropped == (1 if reason in ("missing_template", "unreadable_image") else 0)
+    assert sum(rep["images_written"].values()) == 11 - n_images_dropped
+    if case == "missing_template":
+        assert rep["boxes_dropped"]["image_dropped"] == 2
+
+
+ALU_CASES = {
+    "no_json_outside_normal_folder": (
+        lambda r: _remove(os.path.join(r, "单瑕疵图片", "擦花", "a1.json")) and os.path.join(r, "单瑕疵图片", "擦花", "a1.jpg"),
+        "missing_annotation", ["no LabelMe JSON"], 0),
+    "shape_one_point": (
+        lambda r: (_labelme(os.path.join(r, "多瑕疵图片", "m1.json"), [("脏点", [[1, 1]]), ("桔皮", [[2, 2], [9, 9]])]),
+                   os.path.join(r, "多瑕疵图片", "m1.json"))[1],
+        "bad_points", ["entry 0 (脏点)", ">= 2"], 1),
+    "unknown_label": (
+        lambda r: (_labelme(os.path.join(r, "多瑕疵图片", "m1.json"), [("脏点", [[1, 1], [3, 3]]), ("rust", [[2, 2], [9, 9]])]),
+                   os.path.join(r, "多瑕疵图片", "m1.json"))[1],
+        "unknown_class", ["entry 1 (rust)", "unknown class"], 1),
+    "malformed_labelme": (
+        lambda r: (open(os.path.join(r, "多瑕疵图片", "m1.json"), "w").write("{"), os.path.join(r, "多瑕疵图片", "m1.json"))[1],
+        "bad_annotation_file", ["malformed JSON"], 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ALU_CASES))
+def test_aluminum_bad_input(tmp_path, case):
+    mutate, reason, words, dropped = ALU_CASES[case]
+    root = make_aluminum(tmp_path / "alu")
+    bad_file = mutate(root)
+    with pytest.raises(TianchiFormatError) as ei:
+        convert_aluminum(root, str(tmp_path / "strict"), split=False, verbose=False)
+    msg = str(ei.value)
+    assert msg.startswith(os.path.abspath(bad_file) + ":"), msg
+    for w in words:
+        assert w in msg, (w, msg)
+    rep = convert_aluminum(root, str(tmp_path / "lenient"), split=False, strict=False, verbose=False)
+    check_identities(rep)
+    assert rep["issues"][reason] == 1
+    assert sum(rep["boxes_dropped"].values()) == dropped
+
+
+def test_aluminum_labelme_without_image(tmp_path):
+    root = make_aluminum(tmp_path / "alu")
+    orphan = os.path.join(root, "多瑕疵图片", "gone.json")
+    _labelme(orphan, [("脏点", [[1, 1], [3, 3]]), ("桔皮", [[2, 2], [9, 9]])])
+    with pytest.raises(TianchiFormatError, match="gone.jpg"):
+        convert_aluminum(root, str(tmp_path / "o"), split=False, verbose=False)
+    rep = convert_aluminum(root, str(tmp_path / "o"), split=False, strict=False, verbose=False)
+    check_identities(rep)
+    assert rep["boxes_in"] == 6 and rep["boxes_dropped"] == {"image_not_found": 2}
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, os.path.join("tools", "convert_tianchi.py"), *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_cli(tmp_path):
+    root = make_fabric(tmp_path / "release")
+    out = tmp_path / "out"
+    ok = _cli("fabric", "--root", root, "--out-dir", out, "--test-size", 3, "--seed", 5)
+    assert ok.returncode == 0, ok.stderr
+    assert "boxes in: 10" in ok.stdout and "boxes written: 7" in ok.stdout
+    assert "images found: 11 (defect 8, normal 3)" in ok.stdout
+    assert "train 8" in ok.stdout and "test 3" in ok.stdout and "[degenerate]" in ok.stdout
+    assert len(load(out / "fabric_test.json")["images"]) == 3
+
+    anno = _append(root, {"name": "p0_a.jpg", "defect_name": "scratch", "bbox": [1, 2, 3, 4]})
+    bad = _cli("fabric", "--root", root, "--anno", anno, "--out-dir", tmp_path / "bad", "--no-split")
+    assert bad.returncode == 2
+    assert f"error: {os.path.abspath(anno)}: entry {N} (p0_a.jpg): unknown class 'scratch'" in bad.stderr
+    assert not os.path.exists(tmp_path / "bad")
+
+    lenient = _cli("fabric", "--root", root, "--anno", anno, "--out-dir", tmp_path / "len", "--no-split",
+                   "--lenient", "--prefix", "x")
+    assert lenient.returncode == 0, lenient.stderr
+    assert "boxes in: 11" in lenient.stdout and "[unknown_class]" in lenient.stdout
+    assert os.path.isfile(tmp_path / "len" / "x.json")
