@@ -38,8 +38,9 @@ def tiny_fabric(tmp_path_factory):
     return {"root": root, "datasets_root": datasets_root, "names": names}
 
 
-# small enough to generate in a second or two; filled in to match SyntheticFabricConfig's fields
-TINY_SYNTH = {}
+# small enough to generate in a few seconds: ~30 seen + ~10 unseen-texture images of 160x128
+TINY_SYNTH = dict(seed=0, width=160, height=128, seen_pieces=12, seen_normal_pieces=3,
+                  unseen_pieces=4, unseen_normal_pieces=2)
 
 
 def tiny_cfg(names, output_dir, **overrides):
@@ -59,7 +60,7 @@ def tiny_cfg(names, output_dir, **overrides):
 
 # command-line style overrides shared by in-process and subprocess (train_net.py) tests
 TINY_OPTS = [
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "200",
+    "INPUT.MIN_SIZE_TRAIN", "(112, 144)", "INPUT.MAX_SIZE_TRAIN", "200",
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "200",
     "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_ITER", "20",
     "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "5", "SOLVER.CHECKPOINT_PERIOD", "10",
