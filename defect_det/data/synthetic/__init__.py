@@ -1,0 +1,26 @@
+"""Synthetic data generators that write the on-disk formats of the real defect releases.
+
+Only numpy, OpenCV and the standard library are used (no torch / Detectron2), so the generators can
+run before anything else is installed. See :mod:`defect_det.data.synthetic.fabric`.
+"""
+from .fabric import (
+    DEFECT_TYPES,
+    PRINTED_FAMILIES,
+    TEXTURE_FAMILIES,
+    SyntheticFabricConfig,
+    align_template,
+    format_summary,
+    generate_fabric_dataset,
+    make_preview,
+)
+
+__all__ = [
+    "DEFECT_TYPES",
+    "PRINTED_FAMILIES",
+    "TEXTURE_FAMILIES",
+    "SyntheticFabricConfig",
+    "align_template",
+    "format_summary",
+    "generate_fabric_dataset",
+    "make_preview",
+]
