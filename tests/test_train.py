@@ -100,3 +100,23 @@ def test_train_net_missing_config_is_a_clear_error(tmp_path):
     r = _run_train_net(["--config-file", str(tmp_path / "nope.yaml")], dict(os.environ))
     assert r.returncode != 0
     assert "nope.yaml" in r.stderr and "does not exist" in r.stderr
+
+
+def test_build_optimizer_sgd_adamw_and_bad_value():
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    opt = DefectTrainer.build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.SGD)
+    cfg.SOLVER.OPTIMIZER = "AdamW"
+    cfg.SOLVER.BETAS = (0.8, 0.99)
+    opt = DefectTrainer.build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW)  # clipping wraps it in a subclass
+    assert opt.param_groups[0]["betas"] == (0.8, 0.99)
+    # Detectron2's norm-layer groups: BN weights get WEIGHT_DECAY_NORM (0), conv weights WEIGHT_DECAY
+    decays = sorted({g["weight_decay"] for g in opt.param_groups})
+    assert decays == sorted({cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.WEIGHT_DECAY})
+    cfg.SOLVER.OPTIMIZER = "Adam"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
+        DefectTrainer.build_optimizer(cfg, model)

@@ -1,5 +1,6 @@
 """The trainer behind ``tools/train_net.py``: Detectron2's ``DefaultTrainer`` plus
 
+- ``SOLVER.OPTIMIZER``: "SGD" (Detectron2's own optimizer) or "AdamW";
 - evaluators from :data:`defect_det.evaluation.EVALUATOR_REGISTRY` (``cfg.TEST.EVALUATOR``);
 - multi-process training on CPU (gloo): Detectron2's ``create_ddp_model`` always passes
   ``device_ids=[local_rank]``, which PyTorch's DDP rejects for CPU modules. While
@@ -9,8 +10,10 @@
 import contextlib
 import os
 
+import torch
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..evaluation import build_defect_evaluator
 
@@ -42,6 +45,28 @@ class DefectTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with cpu_friendly_ddp():
             super().__init__(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's SGD, or AdamW with the same per-parameter groups (norm/bias decay and lr
+        factors) and the same optional gradient clipping (``SOLVER.CLIP_GRADIENTS``)."""
+        kind = cfg.SOLVER.get("OPTIMIZER", "SGD")
+        if kind == "SGD":
+            return super().build_optimizer(cfg, model)
+        if kind != "AdamW":
+            raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {kind!r}")
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )
+        return maybe_add_gradient_clipping(cfg, optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
