@@ -86,6 +86,20 @@ inline T fexp(T x) {
 constexpr int64_t kChunk = 256;  // elements per online-LSE chunk (stays in L1)
 constexpr int kLanes = 8;
 
+// sum of x[0..n) with kLanes independent accumulators (vectorisable without reassociation flags).
+template <typename T>
+inline T lane_sum(const T* __restrict x, int64_t n) {
+  T ls[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    for (int l = 0; l < kLanes; ++l) ls[l] += x[k + l];
+  }
+  T s = 0;
+  for (; k < n; ++k) s += x[k];
+  for (int l = 0; l < kLanes; ++l) s += ls[l];
+  return s;
+}
+
 // log sum_c exp(x[c] + beta[c]) over c < C, in one pass over memory: chunks of kChunk elements are
 // shifted by the running maximum (online / streaming LSE), the partial sum rescaled when it grows.
 // Returns -inf when every term is -inf.
@@ -119,12 +133,8 @@ T row_lse(const T* __restrict x, const T* __restrict beta, int64_t C, T* __restr
       s = (m == ninf) ? T(0) : s * std::exp(m - cm);
       m = cm;
     }
-    T ls[kLanes] = {};
-    for (k = 0; k + kLanes <= len; k += kLanes) {
-      for (int l = 0; l < kLanes; ++l) ls[l] += fexp<T>(buf[k + l] - m);
-    }
-    for (; k < len; ++k) ls[0] += fexp<T>(buf[k] - m);
-    for (int l = 0; l < kLanes; ++l) s += ls[l];
+    for (k = 0; k < len; ++k) buf[k] = fexp<T>(buf[k] - m);  // element-wise: vectorised
+    s += lane_sum<T>(buf, len);
   }
   return m == ninf ? ninf : m + std::log(s);
 }
@@ -160,6 +170,8 @@ void adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, c
                   const T* wcol, const bool* valid, T* Xbar, T* acc) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
   at::parallel_for(0, B * R, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> tbuf(kChunk);
+    T* __restrict tb = tbuf.data();
     for (int64_t br = begin; br < end; ++br) {
       if (!valid[br]) {
         acc[br] = 0;
@@ -171,22 +183,17 @@ void adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, c
       const T* __restrict wc = wcol + bi * C;
       T* __restrict xb = Xbar + br * C;
       const T al = alpha[br];
-      T ls[kLanes] = {};
-      int64_t c = 0;
-      for (; c + kLanes <= C; c += kLanes) {
-        for (int l = 0; l < kLanes; ++l) {
-          T t = wc[c + l] * fexp<T>(x[c + l] + al + bc[c + l]);
-          xb[c + l] -= t;
-          ls[l] += t;
-        }
-      }
-      for (; c < C; ++c) {
-        T t = wc[c] * fexp<T>(x[c] + al + bc[c]);
-        xb[c] -= t;
-        ls[0] += t;
-      }
       T s = 0;
-      for (int l = 0; l < kLanes; ++l) s += ls[l];
+      for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+        const int64_t len = std::min(kChunk, C - c0);
+        for (int64_t k = 0; k < len; ++k) {  // element-wise: vectorised
+          const int64_t c = c0 + k;
+          const T t = wc[c] * fexp<T>(x[c] + al + bc[c]);
+          xb[c] -= t;
+          tb[k] = t;
+        }
+        s += lane_sum<T>(tb, len);
+      }
       acc[br] = s;
     }
   });
@@ -335,12 +342,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_backward_cpu(
         glap[k] += ub[k];
         bn[k] = u_t[k] - lap[k];
       }
-      if (t > 1) {
-        adjoint_rows<scalar_t>(LTp, B, M, N, v_prev, bn, ub, cv, LbT, am);
-        for (int64_t k = 0; k < B * M; ++k) vb[k] = -am[k];
-      } else {  // v^0 = 0 is a constant: only the cost term of this step remains.
-        adjoint_rows<scalar_t>(LTp, B, M, N, v_prev, bn, ub, cv, LbT, am);
-      }
+      adjoint_rows<scalar_t>(LTp, B, M, N, v_prev, bn, ub, cv, LbT, am);
+      // (at t = 1 this vbar belongs to the constant v^0 and is not used)
+      for (int64_t k = 0; k < B * M; ++k) vb[k] = -am[k];
       // u^{t-1} only feeds v^{t-1}, whose adjoint is now in vbar: ubar restarts from 0.
       for (int64_t k = 0; k < B * N; ++k) ub[k] = 0;
     }
