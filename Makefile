@@ -8,7 +8,7 @@ SYN      := $(DETECTRON2_DATASETS)/synthetic_fabric
 SEED     ?= 0
 CFG      ?= configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml
 DEMO_OUT ?= output/demo
-DEMO_ITERS ?= 600
+DEMO_ITERS ?= 1500
 PYTEST_ARGS ?=
 
 .PHONY: install data demo test clean-data help
