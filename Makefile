@@ -1,6 +1,6 @@
 # defect_det — the two commands a new user needs: `make demo` and `make test`.
 # Everything runs inside .venv (created by `make install`, see tools/setup_env.sh).
-# Override e.g.:  make demo PYTHON=/usr/bin/python3.10 DETECTRON2_DATASETS=/data DEMO_ITERS=600
+# Override e.g.:  make demo PYTHON=/usr/bin/python3.10 DETECTRON2_DATASETS=/data DEMO_ITERS=6000
 
 PY       := .venv/bin/python
 export DETECTRON2_DATASETS ?= datasets
@@ -35,7 +35,8 @@ data: install $(SYN)/annotations/fabric_unseen.json
 
 demo: data
 	$(PY) tools/train_net.py --config-file $(CFG) --vis \
-	    OUTPUT_DIR $(DEMO_OUT) SOLVER.MAX_ITER $(DEMO_ITERS)
+	    OUTPUT_DIR $(DEMO_OUT) SOLVER.MAX_ITER $(DEMO_ITERS) \
+	    SOLVER.STEPS "($$(( $(DEMO_ITERS) * 4 / 5 )),$$(( $(DEMO_ITERS) * 14 / 15 )))"
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
