@@ -15,6 +15,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "sinkhorn.h"
 
 namespace defect_det {
@@ -83,61 +87,141 @@ inline T fexp(T x) {
   return FastExp<T>::eval(x);
 }
 
-constexpr int64_t kChunk = 256;  // elements per online-LSE chunk (stays in L1)
 constexpr int kLanes = 8;
 
-// sum of x[0..n) with kLanes independent accumulators (vectorisable without reassociation flags).
+// log sum_c exp(x[c] + beta[c]) over c < C, in two passes over the row (it stays in L1): the
+// maximum, then the sum of exp(x + beta - max); both with kLanes independent accumulators so that
+// GCC vectorises them without reassociation flags. Returns -inf when every term is -inf.
 template <typename T>
-inline T lane_sum(const T* __restrict x, int64_t n) {
-  T ls[kLanes] = {};
+T row_lse(const T* __restrict x, const T* __restrict beta, int64_t C) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  T lm[kLanes];
+  for (int l = 0; l < kLanes; ++l) lm[l] = ninf;
   int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    for (int l = 0; l < kLanes; ++l) ls[l] += x[k + l];
+  for (; k + kLanes <= C; k += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const T y = x[k + l] + beta[k + l];
+      lm[l] = y > lm[l] ? y : lm[l];
+    }
+  }
+  T m = ninf;
+  for (; k < C; ++k) {
+    const T y = x[k] + beta[k];
+    m = y > m ? y : m;
+  }
+  for (int l = 0; l < kLanes; ++l) m = lm[l] > m ? lm[l] : m;
+  if (m == ninf) return ninf;
+  T acc[kLanes] = {};
+  for (k = 0; k + kLanes <= C; k += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += fexp<T>(x[k + l] + beta[k + l] - m);
   }
   T s = 0;
-  for (; k < n; ++k) s += x[k];
-  for (int l = 0; l < kLanes; ++l) s += ls[l];
+  for (; k < C; ++k) s += fexp<T>(x[k] + beta[k] - m);
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return m + std::log(s);
+}
+
+// One row of the adjoint pass: t_c = w[c] * exp(x[c] + al + beta[c]);  xb[c] -= t_c;  returns sum_c t_c.
+template <typename T>
+T row_adjoint(const T* __restrict x, const T* __restrict beta, const T* __restrict w, T al, int64_t C,
+              T* __restrict xb) {
+  T lacc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= C; c += kLanes) {  // kLanes independent sums
+    for (int l = 0; l < kLanes; ++l) {
+      const T t = w[c + l] * fexp<T>(x[c + l] + al + beta[c + l]);
+      xb[c + l] -= t;
+      lacc[l] += t;
+    }
+  }
+  T s = 0;
+  for (; c < C; ++c) {
+    const T t = w[c] * fexp<T>(x[c] + al + beta[c]);
+    xb[c] -= t;
+    s += t;
+  }
+  for (int l = 0; l < kLanes; ++l) s += lacc[l];
   return s;
 }
 
-// log sum_c exp(x[c] + beta[c]) over c < C, in one pass over memory: chunks of kChunk elements are
-// shifted by the running maximum (online / streaming LSE), the partial sum rescaled when it grows.
-// Returns -inf when every term is -inf.
-template <typename T>
-T row_lse(const T* __restrict x, const T* __restrict beta, int64_t C, T* __restrict buf) {
-  const T ninf = -std::numeric_limits<T>::infinity();
-  T m = ninf, s = 0;
-  for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-    const int64_t len = std::min(kChunk, C - c0);
-    const T* xc = x + c0;
-    const T* bc = beta + c0;
-    T lm[kLanes];
-    for (int l = 0; l < kLanes; ++l) lm[l] = ninf;
-    int64_t k = 0;
-    for (; k + kLanes <= len; k += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        T y = xc[k + l] + bc[k + l];
-        buf[k + l] = y;
-        lm[l] = lm[l] > y ? lm[l] : y;
-      }
-    }
-    T cm = ninf;
-    for (int l = 0; l < kLanes; ++l) cm = cm > lm[l] ? cm : lm[l];
-    for (; k < len; ++k) {
-      T y = xc[k] + bc[k];
-      buf[k] = y;
-      cm = cm > y ? cm : y;
-    }
-    if (cm == ninf) continue;
-    if (cm > m) {
-      s = (m == ninf) ? T(0) : s * std::exp(m - cm);
-      m = cm;
-    }
-    for (k = 0; k < len; ++k) buf[k] = fexp<T>(buf[k] - m);  // element-wise: vectorised
-    s += lane_sum<T>(buf, len);
-  }
-  return m == ninf ? ninf : m + std::log(s);
+#if defined(__AVX2__) && defined(__FMA__)
+// float32 hot loops with AVX2/FMA intrinsics (GCC only partially vectorises the generic loops:
+// ~1.1 ns per element instead of ~0.2). Same exp as FastExp<float>: Cody-Waite reduction by
+// round(x / ln2), degree-7 polynomial, exponent bits; exactly 0 below -87 (and at -inf).
+inline __m256 exp256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723e-6f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
 }
+
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax256(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+template <>
+inline float row_lse<float>(const float* __restrict x, const float* __restrict beta, int64_t C) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  __m256 vm = _mm256_set1_ps(ninf);
+  int64_t k = 0;
+  for (; k + 8 <= C; k += 8)
+    vm = _mm256_max_ps(vm, _mm256_add_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(beta + k)));
+  float m = hmax256(vm);
+  for (; k < C; ++k) m = std::max(m, x[k] + beta[k]);
+  if (m == ninf) return ninf;
+  const __m256 mm = _mm256_set1_ps(m);
+  __m256 vs = _mm256_setzero_ps();
+  for (k = 0; k + 8 <= C; k += 8)
+    vs = _mm256_add_ps(vs, exp256(_mm256_sub_ps(_mm256_add_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(beta + k)), mm)));
+  float s = hsum256(vs);
+  for (; k < C; ++k) s += fexp<float>(x[k] + beta[k] - m);
+  return m + std::log(s);
+}
+
+template <>
+inline float row_adjoint<float>(const float* __restrict x, const float* __restrict beta,
+                                const float* __restrict w, float al, int64_t C, float* __restrict xb) {
+  const __m256 va = _mm256_set1_ps(al);
+  __m256 vs = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    const __m256 e = exp256(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x + c), va), _mm256_loadu_ps(beta + c)));
+    const __m256 t = _mm256_mul_ps(_mm256_loadu_ps(w + c), e);
+    _mm256_storeu_ps(xb + c, _mm256_sub_ps(_mm256_loadu_ps(xb + c), t));
+    vs = _mm256_add_ps(vs, t);
+  }
+  float s = hsum256(vs);
+  for (; c < C; ++c) {
+    const float t = w[c] * fexp<float>(x[c] + al + beta[c]);
+    xb[c] -= t;
+    s += t;
+  }
+  return s;
+}
+#endif  // __AVX2__ && __FMA__
 
 // Row update on one batch element: for valid rows r of X (R, C)
 //   out[r] = logm[r] - LSE_c(X[r, c] + beta[c]);   err[r] = w[r] * |exp(old[r] - out[r]) - 1|
@@ -147,7 +231,6 @@ void lse_update(const T* X, int64_t B, int64_t R, int64_t C, const T* beta, cons
                 const bool* valid, const T* w, const T* old, T* out, T* err) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
   at::parallel_for(0, B * R, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(kChunk);
     for (int64_t br = begin; br < end; ++br) {
       const int64_t bi = br / R;
       if (!valid[br]) {
@@ -155,7 +238,7 @@ void lse_update(const T* X, int64_t B, int64_t R, int64_t C, const T* beta, cons
         if (err) err[br] = 0;
         continue;
       }
-      T lse = row_lse<T>(X + br * C, beta + bi * C, C, buf.data());
+      T lse = row_lse<T>(X + br * C, beta + bi * C, C);
       T val = logm[br] - lse;
       out[br] = val;
       if (err) err[br] = old ? w[br] * std::abs(std::exp(old[br] - val) - T(1)) : T(0);
@@ -170,31 +253,13 @@ void adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, c
                   const T* wcol, const bool* valid, T* Xbar, T* acc) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
   at::parallel_for(0, B * R, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> tbuf(kChunk);
-    T* __restrict tb = tbuf.data();
     for (int64_t br = begin; br < end; ++br) {
       if (!valid[br]) {
         acc[br] = 0;
         continue;
       }
       const int64_t bi = br / R;
-      const T* __restrict x = X + br * C;
-      const T* __restrict bc = beta + bi * C;
-      const T* __restrict wc = wcol + bi * C;
-      T* __restrict xb = Xbar + br * C;
-      const T al = alpha[br];
-      T s = 0;
-      for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-        const int64_t len = std::min(kChunk, C - c0);
-        for (int64_t k = 0; k < len; ++k) {  // element-wise: vectorised
-          const int64_t c = c0 + k;
-          const T t = wc[c] * fexp<T>(x[c] + al + bc[c]);
-          xb[c] -= t;
-          tb[k] = t;
-        }
-        s += lane_sum<T>(tb, len);
-      }
-      acc[br] = s;
+      acc[br] = row_adjoint<T>(X + br * C, beta + bi * C, wcol + bi * C, alpha[br], C, Xbar + br * C);
     }
   });
 }
