@@ -6,6 +6,7 @@ Importing it registers defect_det's datasets (under ``$DETECTRON2_DATASETS``) an
 from . import data  # noqa: F401  (registers datasets)
 from . import evaluation  # noqa: F401  (registers evaluators)
 from .modeling import backbone  # noqa: F401  (registers backbones)
+from .modeling import roi_heads  # noqa: F401  (registers ROI heads)
 from .config import add_defect_config, get_defect_cfg
 
 __version__ = "0.1.0"

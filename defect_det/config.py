@@ -4,15 +4,43 @@
 concept, and each of those owns (adds, documents and defaults) its keys. Call it on a Detectron2
 ``get_cfg()`` before ``merge_from_file`` of any defect_det config::
 
-    from detectron2.config import get_cfg
+    from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
     from defect_det.config import add_defect_config, get_defect_cfg
 
     cfg = get_cfg(); add_defect_config(cfg)       # or: cfg = get_defect_cfg()
     cfg.merge_from_file("configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml")
 """
+from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_defect_config", "add_evaluation_config", "add_solver_config", "get_defect_cfg"]
+__all__ = [
+    "add_defect_config",
+    "add_evaluation_config",
+    "add_sinkhorn_nms_config",
+    "add_solver_config",
+    "get_defect_cfg",
+]
+
+
+def add_sinkhorn_nms_config(cfg):
+    """Sinkhorn NMS keys (read by defect_det.modeling.roi_heads; equations and defaults in
+    projects/SinkhornNMS/README.md)."""
+    # Box post-processing of DefectStandardROIHeads / DefectCascadeROIHeads: "hard" (Detectron2's
+    # per-class NMS) or "sinkhorn". The seeding IoU of Sinkhorn NMS is ROI_HEADS.NMS_THRESH_TEST.
+    cfg.MODEL.ROI_HEADS.NMS_TYPE = "hard"
+    cfg.MODEL.SINKHORN_NMS = CN()
+    _c = cfg.MODEL.SINKHORN_NMS
+    _c.ALPHA = 1.0          # weight of the quality term (1 - score)
+    _c.BETA = 0.0           # weight of the feature term (1 - cos); the drop-in heads pass no features
+    _c.GAMMA = 1.0          # weight of the spatial term
+    _c.SPATIAL = "iou"      # "iou": 1 - IoU(box, region box); "center": centre distance / image diagonal
+    _c.TAU = 0.1            # entropic temperature (Sinkhorn eps)
+    _c.DUSTBIN_COST = 0.5   # cost of the background slot
+    _c.MAX_REGIONS = 100    # cap on regions per image
+    _c.REFINE_ITERS = 2     # assignment -> centres -> assignment alternations
+    _c.SINKHORN_ITERS = 50  # Sinkhorn iterations per assignment
+    _c.SCORE_POWER = 1.0    # region weights P_jk * score_j ** SCORE_POWER
 
 
 def add_solver_config(cfg):
@@ -42,6 +70,7 @@ def add_defect_config(cfg):
         return cfg
     add_evaluation_config(cfg)
     add_solver_config(cfg)
+    add_sinkhorn_nms_config(cfg)
     return cfg
 
 
