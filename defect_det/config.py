@@ -41,6 +41,10 @@ def add_sinkhorn_nms_config(cfg):
     _c.REFINE_ITERS = 2     # assignment -> centres -> assignment alternations
     _c.SINKHORN_ITERS = 50  # Sinkhorn iterations per assignment
     _c.SCORE_POWER = 1.0    # region weights P_jk * score_j ** SCORE_POWER
+    # End-to-end training: weight of the loss computed after Sinkhorn NMS (soft one-to-one matching
+    # of the regions to the ground truth, defect_det/modeling/roi_heads/sinkhorn_loss.py); 0 = off.
+    _c.E2E_LOSS_WEIGHT = 0.0
+    _c.E2E_TOPK = 300       # candidates per image entering that loss
 
 
 def add_solver_config(cfg):

@@ -14,6 +14,8 @@ and setting ``MODEL.ROI_HEADS.NAME: "DefectStandardROIHeads"`` (or ``DefectCasca
 import contextlib
 import functools
 
+import torch
+
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import (
     ROI_HEADS_REGISTRY,
@@ -25,6 +27,7 @@ from detectron2.modeling.roi_heads import cascade_rcnn as d2_cascade
 
 from ...layers.sinkhorn_nms import SinkhornNMSParams
 from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
+from .sinkhorn_loss import sinkhorn_nms_matching_loss
 
 __all__ = [
     "DefectFastRCNNOutputLayers",
@@ -63,12 +66,22 @@ class DefectFastRCNNOutputLayers(FastRCNNOutputLayers):
     """``FastRCNNOutputLayers`` whose ``inference`` uses hard or Sinkhorn NMS (``nms_type``)."""
 
     @configurable
-    def __init__(self, *args, nms_type: str = "hard", sinkhorn_params: SinkhornNMSParams = None, **kwargs):
+    def __init__(self, *args, nms_type: str = "hard", sinkhorn_params: SinkhornNMSParams = None,
+                 e2e_loss_weight: float = 0.0, e2e_topk: int = 300, **kwargs):
+        """
+        Args (besides FastRCNNOutputLayers'):
+            nms_type: "hard" | "sinkhorn" post-processing at inference.
+            sinkhorn_params: :class:`SinkhornNMSParams`.
+            e2e_loss_weight: weight of the loss computed after Sinkhorn NMS in training (0 = off).
+            e2e_topk: candidates per image entering that loss.
+        """
         super().__init__(*args, **kwargs)
         if nms_type not in NMS_TYPES:
             raise ValueError(f"nms_type must be one of {NMS_TYPES}, got {nms_type!r}")
         self.nms_type = nms_type
         self.sinkhorn_params = sinkhorn_params or SinkhornNMSParams()
+        self.e2e_loss_weight = e2e_loss_weight
+        self.e2e_topk = e2e_topk
 
     @classmethod
     def from_config(cls, cfg, input_shape, **kwargs):
@@ -76,7 +89,36 @@ class DefectFastRCNNOutputLayers(FastRCNNOutputLayers):
         ret.update(kwargs)
         ret["nms_type"] = nms_type_from_cfg(cfg)
         ret["sinkhorn_params"] = sinkhorn_nms_params_from_cfg(cfg)
+        ret["e2e_loss_weight"] = cfg.MODEL.SINKHORN_NMS.E2E_LOSS_WEIGHT
+        ret["e2e_topk"] = cfg.MODEL.SINKHORN_NMS.E2E_TOPK
         return ret
+
+    def losses(self, predictions, proposals):
+        """Detectron2's losses, plus ``loss_sinkhorn_nms`` (see ``sinkhorn_loss.py``) when
+        ``e2e_loss_weight > 0``. The image's ground truths are the distinct matched GT boxes of the
+        foreground proposals (Detectron2 appends every GT box to the proposals in training)."""
+        losses = super().losses(predictions, proposals)
+        if self.e2e_loss_weight <= 0:
+            return losses
+        boxes = self.predict_boxes(predictions, proposals)
+        probs = self.predict_probs(predictions, proposals)
+        gt_boxes, gt_classes = [], []
+        for p in proposals:
+            fg = (p.gt_classes >= 0) & (p.gt_classes < self.num_classes) if p.has("gt_classes") else None
+            if fg is None or not fg.any():
+                gt_boxes.append(probs[0].new_zeros(0, 4))
+                gt_classes.append(torch.zeros(0, dtype=torch.long, device=probs[0].device))
+                continue
+            rows = torch.cat([p.gt_boxes.tensor[fg], p.gt_classes[fg, None].to(p.gt_boxes.tensor.dtype)], 1)
+            rows = torch.unique(rows, dim=0)
+            gt_boxes.append(rows[:, :4])
+            gt_classes.append(rows[:, 4].long())
+        loss = sinkhorn_nms_matching_loss(
+            boxes, probs, gt_boxes, gt_classes, [p.image_size for p in proposals], self.sinkhorn_params,
+            score_thresh=self.test_score_thresh, topk=self.e2e_topk,
+        )
+        losses["loss_sinkhorn_nms"] = self.e2e_loss_weight * loss
+        return losses
 
     def inference(self, predictions, proposals):
         if self.nms_type == "hard":
