@@ -17,7 +17,7 @@ from torchvision.ops import batched_nms, box_iou
 
 from .sinkhorn import sinkhorn
 
-__all__ = ["SinkhornNMSParams", "SinkhornNMSResult", "sinkhorn_nms", "pairwise_box_iou"]
+__all__ = ["SinkhornNMSParams", "SinkhornNMSResult", "sinkhorn_nms", "pad_candidates", "pairwise_box_iou"]
 
 # Cost added to pairs of different classes: exp(-FORBIDDEN / tau) is exactly 0 for any tau <= 1.
 FORBIDDEN = 1e4
@@ -87,6 +87,26 @@ def pairwise_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
     union = area_a[:, :, None] + area_b[:, None, :] - inter
     return inter / union.clamp(min=1e-9)
+
+
+def pad_candidates(items, like: torch.Tensor):
+    """Per-image candidate lists -> one padded batch (differentiable w.r.t. boxes and scores).
+
+    Args:
+        items: list over images of (boxes (n_i, 4), scores (n_i,), classes (n_i,) long).
+        like: any tensor giving dtype/device when every list is empty.
+    Returns:
+        boxes (B, n, 4), scores (B, n), classes (B, n), mask (B, n) with n = max(n_i, 1).
+    """
+    n = max([sc.numel() for _, sc, _ in items] + [1])
+    boxes, scores, classes, mask = [], [], [], []
+    for bx, sc, cl in items:
+        k = n - sc.numel()
+        boxes.append(torch.cat([bx.to(like.dtype), like.new_zeros(k, 4)], 0))
+        scores.append(torch.cat([sc.to(like.dtype), like.new_zeros(k)], 0))
+        classes.append(torch.cat([cl, cl.new_zeros(k)], 0))
+        mask.append(torch.arange(n, device=like.device) < sc.numel())
+    return torch.stack(boxes), torch.stack(scores), torch.stack(classes), torch.stack(mask)
 
 
 def _greedy_seeds(boxes, scores, classes, mask, iou, max_regions):

@@ -10,7 +10,7 @@ from typing import List, Tuple
 import torch
 from detectron2.structures import Boxes, Instances
 
-from ...layers.sinkhorn_nms import SinkhornNMSParams, sinkhorn_nms
+from ...layers.sinkhorn_nms import SinkhornNMSParams, pad_candidates, sinkhorn_nms
 
 __all__ = ["sinkhorn_fast_rcnn_inference", "candidates_from_predictions"]
 
@@ -48,16 +48,8 @@ def sinkhorn_fast_rcnn_inference(
     """
     cands = [candidates_from_predictions(b, s, shape, score_thresh)
              for b, s, shape in zip(boxes, scores, image_shapes)]
-    B = len(cands)
-    n = max([c[1].numel() for c in cands] + [1])
     ref = boxes[0] if boxes else torch.zeros(0, 4)
-    cb = ref.new_zeros(B, n, 4)
-    cs = ref.new_zeros(B, n)
-    cc = torch.zeros(B, n, dtype=torch.long, device=ref.device)
-    cm = torch.zeros(B, n, dtype=torch.bool, device=ref.device)
-    for i, (bx, sc, cl, _) in enumerate(cands):
-        k = sc.numel()
-        cb[i, :k], cs[i, :k], cc[i, :k], cm[i, :k] = bx, sc, cl, True
+    cb, cs, cc, cm = pad_candidates([c[:3] for c in cands], ref)
     p = SinkhornNMSParams(**{**params.__dict__, "seed_iou": nms_thresh})
     res = sinkhorn_nms(cb, cs, cc, cm, params=p)
     results, kept = [], []

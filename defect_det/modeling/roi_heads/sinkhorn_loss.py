@@ -20,7 +20,7 @@ into the scores and boxes of *every* candidate, including those hard NMS would d
 import torch
 
 from ...layers.sinkhorn import sinkhorn
-from ...layers.sinkhorn_nms import FORBIDDEN, SinkhornNMSParams, pairwise_box_iou, sinkhorn_nms
+from ...layers.sinkhorn_nms import FORBIDDEN, SinkhornNMSParams, pad_candidates, pairwise_box_iou, sinkhorn_nms
 
 __all__ = ["sinkhorn_nms_matching_loss", "gather_candidates"]
 
@@ -45,19 +45,7 @@ def gather_candidates(boxes, probs, score_thresh, topk):
             if keep.shape[0] > topk:
                 keep = keep[s[keep[:, 0], keep[:, 1]].topk(topk).indices]
         out.append((bx[keep[:, 0], keep[:, 1]], s[keep[:, 0], keep[:, 1]], keep[:, 1]))
-    B = len(out)
-    n = max([o[1].numel() for o in out] + [1])
-    ref = probs[0]
-    cb, cs = ref.new_zeros(B, n, 4), ref.new_zeros(B, n)
-    cc = torch.zeros(B, n, dtype=torch.long, device=ref.device)
-    cm = torch.zeros(B, n, dtype=torch.bool, device=ref.device)
-    rows_b, rows_s = [], []
-    for i, (bx, sc, cl) in enumerate(out):
-        k = sc.numel()
-        cc[i, :k], cm[i, :k] = cl, True
-        rows_b.append(torch.cat([bx, cb[i, k:]], 0))
-        rows_s.append(torch.cat([sc, cs[i, k:]], 0))
-    return torch.stack(rows_b), torch.stack(rows_s), cc, cm
+    return pad_candidates(out, probs[0])
 
 
 def sinkhorn_nms_matching_loss(boxes, probs, gt_boxes, gt_classes, image_sizes, params: SinkhornNMSParams,
