@@ -4,9 +4,19 @@
 #pragma once
 #include <torch/types.h>
 
+#include <limits>
 #include <tuple>
 
 namespace defect_det {
+
+// L = -C / eps, -inf where the row or column is invalid. (B, N, M), contiguous, on cost's device
+// (shared by the CPU kernel and the CUDA wrapper).
+inline at::Tensor masked_logits(const at::Tensor& cost, double eps, const at::Tensor& row_valid,
+                                const at::Tensor& col_valid) {
+  auto valid = row_valid.unsqueeze(2).logical_and(col_valid.unsqueeze(1));
+  return (cost / (-eps)).masked_fill(valid.logical_not(), -std::numeric_limits<double>::infinity())
+      .contiguous();
+}
 
 // Forward. cost (B, N, M); log_a (B, N), log_b (B, M) (0 at invalid entries); a (B, N) marginal
 // (only used by the early-exit test); row_valid (B, N), col_valid (B, M) bool.

@@ -276,13 +276,6 @@ void check_inputs(const at::Tensor& cost, const at::Tensor& log_a, const at::Ten
               "sinkhorn: log_a / log_b must have the dtype of cost");
 }
 
-// L = -C / eps, -inf where the row or column is invalid. (B, N, M).
-at::Tensor masked_logits(const at::Tensor& cost, double eps, const at::Tensor& row_valid,
-                         const at::Tensor& col_valid) {
-  auto valid = row_valid.unsqueeze(2).logical_and(col_valid.unsqueeze(1));
-  return (cost / (-eps)).masked_fill(valid.logical_not(), -std::numeric_limits<double>::infinity())
-      .contiguous();
-}
 
 }  // namespace
 

@@ -12,16 +12,6 @@
 #include "sinkhorn_cuda_kernel.h"
 
 namespace defect_det {
-namespace {
-
-at::Tensor masked_logits_cuda(const at::Tensor& cost, double eps, const at::Tensor& row_valid,
-                              const at::Tensor& col_valid) {
-  auto valid = row_valid.unsqueeze(2).logical_and(col_valid.unsqueeze(1));
-  return (cost / (-eps)).masked_fill(valid.logical_not(), -std::numeric_limits<double>::infinity())
-      .contiguous();
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_forward_cuda(
     const at::Tensor& cost, double eps, const at::Tensor& log_a_in, const at::Tensor& log_b_in,
@@ -36,7 +26,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_forward_cuda(
   auto col_valid = col_valid_in.to(at::kBool).contiguous();
   auto log_a = log_a_in.contiguous(), log_b = log_b_in.contiguous();
   auto a = a_in.to(cost.scalar_type()).contiguous();
-  auto L = masked_logits_cuda(cost, eps, row_valid, col_valid);
+  auto L = masked_logits(cost, eps, row_valid, col_valid);
   auto LT = L.transpose(1, 2).contiguous();
   auto U = at::zeros({max_iter, B, N}, L.options());
   auto V = at::zeros({max_iter + 1, B, M}, L.options());
@@ -81,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_backward_cuda(
   auto rvf = row_valid.to(cost.scalar_type()), cvf = col_valid.to(cost.scalar_type());
   auto log_a = log_a_in.contiguous(), log_b = log_b_in.contiguous();
   auto U = U_in.contiguous(), V = V_in.contiguous();
-  auto L = masked_logits_cuda(cost, eps, row_valid, col_valid);
+  auto L = masked_logits(cost, eps, row_valid, col_valid);
   auto LT = L.transpose(1, 2).contiguous();
   auto PP = (grad_plan * plan).masked_fill_(plan == 0, 0);
   auto Lbar = PP.contiguous();
