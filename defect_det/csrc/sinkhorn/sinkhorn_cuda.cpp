@@ -12,6 +12,13 @@
 #include "sinkhorn_cuda_kernel.h"
 
 namespace defect_det {
+namespace {
+
+void check_launch(int code, const char* what) {
+  TORCH_CHECK(code == 0, "sinkhorn CUDA kernel ", what, " failed to launch: ", cuda::error_string(code));
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_forward_cuda(
     const at::Tensor& cost, double eps, const at::Tensor& log_a_in, const at::Tensor& log_b_in,
@@ -37,13 +44,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_forward_cuda(
       const bool check = tol > 0 && t > 1;
       scalar_t* u_new = U[t - 1].data_ptr<scalar_t>();
       const scalar_t* u_old = check ? U[t - 2].data_ptr<scalar_t>() : nullptr;
-      cuda::lse_update<scalar_t>(L.data_ptr<scalar_t>(), B, N, M, V[t - 1].data_ptr<scalar_t>(),
-                                 log_a.data_ptr<scalar_t>(), row_valid.data_ptr<bool>(),
-                                 a.data_ptr<scalar_t>(), u_old, u_new,
-                                 check ? err.data_ptr<scalar_t>() : nullptr, stream);
-      cuda::lse_update<scalar_t>(LT.data_ptr<scalar_t>(), B, M, N, u_new, log_b.data_ptr<scalar_t>(),
-                                 col_valid.data_ptr<bool>(), nullptr, nullptr,
-                                 V[t].data_ptr<scalar_t>(), nullptr, stream);
+      check_launch(cuda::lse_update<scalar_t>(L.data_ptr<scalar_t>(), B, N, M, V[t - 1].data_ptr<scalar_t>(),
+                                              log_a.data_ptr<scalar_t>(), row_valid.data_ptr<bool>(),
+                                              a.data_ptr<scalar_t>(), u_old, u_new,
+                                              check ? err.data_ptr<scalar_t>() : nullptr, stream),
+                   "lse_update (rows)");
+      check_launch(cuda::lse_update<scalar_t>(LT.data_ptr<scalar_t>(), B, M, N, u_new, log_b.data_ptr<scalar_t>(),
+                                              col_valid.data_ptr<bool>(), nullptr, nullptr,
+                                              V[t].data_ptr<scalar_t>(), nullptr, stream),
+                   "lse_update (columns)");
       n_iter = t;
       // Early exit costs one device-to-host copy per iteration, only when tol > 0.
       if (check && err.sum(1).max().item<double>() < tol) break;
@@ -87,18 +96,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sinkhorn_backward_cuda(
       // Through v^t (see sinkhorn_cpu.cpp for the equations).
       glb.add_(vbar);
       auto beta_m = (V[t] - log_b).contiguous();
-      cuda::adjoint_rows<scalar_t>(L.data_ptr<scalar_t>(), B, N, M, U[t - 1].data_ptr<scalar_t>(),
-                                   beta_m.data_ptr<scalar_t>(), vbar.data_ptr<scalar_t>(),
-                                   row_valid.data_ptr<bool>(), Lbar.data_ptr<scalar_t>(),
-                                   acc_n.data_ptr<scalar_t>(), stream);
+      check_launch(cuda::adjoint_rows<scalar_t>(L.data_ptr<scalar_t>(), B, N, M, U[t - 1].data_ptr<scalar_t>(),
+                                                beta_m.data_ptr<scalar_t>(), vbar.data_ptr<scalar_t>(),
+                                                row_valid.data_ptr<bool>(), Lbar.data_ptr<scalar_t>(),
+                                                acc_n.data_ptr<scalar_t>(), stream),
+                   "adjoint_rows (Q pass)");
       ubar.sub_(acc_n);
       // Through u^t.
       gla.add_(ubar);
       auto beta_n = (U[t - 1] - log_a).contiguous();
-      cuda::adjoint_rows<scalar_t>(LT.data_ptr<scalar_t>(), B, M, N, V[t - 1].data_ptr<scalar_t>(),
-                                   beta_n.data_ptr<scalar_t>(), ubar.data_ptr<scalar_t>(),
-                                   col_valid.data_ptr<bool>(), LbarT.data_ptr<scalar_t>(),
-                                   acc_m.data_ptr<scalar_t>(), stream);
+      check_launch(cuda::adjoint_rows<scalar_t>(LT.data_ptr<scalar_t>(), B, M, N, V[t - 1].data_ptr<scalar_t>(),
+                                                beta_n.data_ptr<scalar_t>(), ubar.data_ptr<scalar_t>(),
+                                                col_valid.data_ptr<bool>(), LbarT.data_ptr<scalar_t>(),
+                                                acc_m.data_ptr<scalar_t>(), stream),
+                   "adjoint_rows (R pass)");
       vbar.copy_(acc_m.neg());
       ubar.zero_();
     }

@@ -137,29 +137,33 @@ __global__ void adjoint_rows_kernel(const T* __restrict__ X, int64_t R, int64_t 
 }  // namespace
 
 template <typename T>
-void lse_update(const T* X, int64_t B, int64_t R, int64_t C, const T* beta, const T* logm,
+int lse_update(const T* X, int64_t B, int64_t R, int64_t C, const T* beta, const T* logm,
                 const bool* valid, const T* w, const T* old, T* out, T* err, void* stream) {
-  if (B * R == 0) return;
+  if (B * R == 0) return 0;
   lse_update_kernel<T><<<static_cast<unsigned int>(B * R), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       X, R, C, beta, logm, valid, w, old, out, err);
+  return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T>
-void adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, const T* beta,
+int adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, const T* beta,
                   const T* wcol, const bool* valid, T* Xbar, T* acc, void* stream) {
-  if (B * R == 0) return;
+  if (B * R == 0) return 0;
   adjoint_rows_kernel<T><<<static_cast<unsigned int>(B * R), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       X, R, C, alpha, beta, wcol, valid, Xbar, acc);
+  return static_cast<int>(cudaGetLastError());
 }
 
-template void lse_update<float>(const float*, int64_t, int64_t, int64_t, const float*, const float*,
+const char* error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
+
+template int lse_update<float>(const float*, int64_t, int64_t, int64_t, const float*, const float*,
                                 const bool*, const float*, const float*, float*, float*, void*);
-template void lse_update<double>(const double*, int64_t, int64_t, int64_t, const double*,
+template int lse_update<double>(const double*, int64_t, int64_t, int64_t, const double*,
                                  const double*, const bool*, const double*, const double*, double*,
                                  double*, void*);
-template void adjoint_rows<float>(const float*, int64_t, int64_t, int64_t, const float*,
+template int adjoint_rows<float>(const float*, int64_t, int64_t, int64_t, const float*,
                                   const float*, const float*, const bool*, float*, float*, void*);
-template void adjoint_rows<double>(const double*, int64_t, int64_t, int64_t, const double*,
+template int adjoint_rows<double>(const double*, int64_t, int64_t, int64_t, const double*,
                                    const double*, const double*, const bool*, double*, double*,
                                    void*);
 

@@ -11,15 +11,19 @@ namespace cuda {
 //   out[bi, r] = logm[bi, r] - LSE_c(X[bi, r, c] + beta[bi, c])
 //   err[bi, r] = w[bi, r] * |exp(old[bi, r] - out[bi, r]) - 1|   (if err != nullptr)
 // out = err = 0 at invalid rows. One thread block per (bi, r), online (streaming-max) LSE.
+// Both launchers return the launch's error code (cudaError_t as int, 0 = success); see error_string.
 template <typename T>
-void lse_update(const T* X, int64_t B, int64_t R, int64_t C, const T* beta, const T* logm,
+int lse_update(const T* X, int64_t B, int64_t R, int64_t C, const T* beta, const T* logm,
                 const bool* valid, const T* w, const T* old, T* out, T* err, void* stream);
 
 // For every valid row: e = exp(X[bi, r, c] + alpha[bi, r] + beta[bi, c]),
 //   Xbar[bi, r, c] -= wcol[bi, c] * e;   acc[bi, r] = sum_c wcol[bi, c] * e   (0 at invalid rows).
 template <typename T>
-void adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, const T* beta,
+int adjoint_rows(const T* X, int64_t B, int64_t R, int64_t C, const T* alpha, const T* beta,
                   const T* wcol, const bool* valid, T* Xbar, T* acc, void* stream);
+
+// cudaGetErrorString of a code returned above.
+const char* error_string(int code);
 
 }  // namespace cuda
 }  // namespace defect_det
