@@ -7,6 +7,7 @@ from . import data  # noqa: F401  (registers datasets)
 from . import evaluation  # noqa: F401  (registers evaluators)
 from .modeling import backbone  # noqa: F401  (registers backbones)
 from .modeling import roi_heads  # noqa: F401  (registers ROI heads)
+from .modeling import meta_arch  # noqa: F401  (registers meta-architectures)
 from .config import add_defect_config, get_defect_cfg
 
 __version__ = "0.1.0"

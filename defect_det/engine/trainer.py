@@ -1,6 +1,8 @@
 """The trainer behind ``tools/train_net.py``: Detectron2's ``DefaultTrainer`` plus
 
 - ``SOLVER.OPTIMIZER``: "SGD" (Detectron2's own optimizer) or "AdamW";
+- data loaders whose mapper fits the model (``defect_det.data.build_defect_mapper``: the paired
+  image/template mapper for ``TemplateRCNN``, with its dataset checks);
 - evaluators from :data:`defect_det.evaluation.EVALUATOR_REGISTRY` (``cfg.TEST.EVALUATOR``);
 - multi-process training on CPU (gloo): Detectron2's ``create_ddp_model`` always passes
   ``device_ids=[local_rank]``, which PyTorch's DDP rejects for CPU modules. While
@@ -11,10 +13,12 @@ import contextlib
 import os
 
 import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
+from ..data import build_defect_mapper
 from ..evaluation import build_defect_evaluator
 
 __all__ = ["DefectTrainer", "cpu_friendly_ddp"]
@@ -67,6 +71,16 @@ class DefectTrainer(DefaultTrainer):
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         )
         return maybe_add_gradient_clipping(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = build_defect_mapper(cfg, True, cfg.DATASETS.TRAIN)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = build_defect_mapper(cfg, False, [dataset_name])
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -4,9 +4,11 @@ import os
 import cv2
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import BoxMode
+
+from ..data import build_defect_mapper
 
 __all__ = ["draw_boxes", "render_prediction", "visualize_dataset_predictions"]
 
@@ -79,7 +81,7 @@ def visualize_dataset_predictions(cfg, model, dataset_name, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     was_training = model.training
     model.eval()
-    mapper = DatasetMapper(cfg, is_train=False)
+    mapper = build_defect_mapper(cfg, False, [dataset_name])
     paths = []
     with torch.no_grad():
         for d in chosen:

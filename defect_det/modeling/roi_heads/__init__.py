@@ -7,8 +7,20 @@ from .sinkhorn_heads import (
     sinkhorn_nms_params_from_cfg,
 )
 from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
+from .reference_heads import (
+    ContextROIPooler,
+    RDDNCascadeROIHeads,
+    RDDNStandardROIHeads,
+    context_boxes,
+    region_similarity,
+)
 
 __all__ = [
+    "ContextROIPooler",
+    "RDDNCascadeROIHeads",
+    "RDDNStandardROIHeads",
+    "context_boxes",
+    "region_similarity",
     "DefectCascadeROIHeads",
     "DefectFastRCNNOutputLayers",
     "DefectStandardROIHeads",

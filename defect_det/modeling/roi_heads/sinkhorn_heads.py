@@ -120,6 +120,19 @@ class DefectFastRCNNOutputLayers(FastRCNNOutputLayers):
         losses["loss_sinkhorn_nms"] = self.e2e_loss_weight * loss
         return losses
 
+    def predict_probs(self, predictions, proposals):
+        """Detectron2's class probabilities (R_i, K + 1) per image; where the proposals carry
+        ``template_similarity`` (TR-Post, set by the RDDN ROI heads at inference), the foreground
+        columns are multiplied by ``1 - similarity`` (RDDN eq. 10)."""
+        probs = super().predict_probs(predictions, proposals)
+        if not proposals or not proposals[0].has("template_similarity"):
+            return probs
+        out = []
+        for p, pr in zip(probs, proposals):
+            factor = (1.0 - pr.template_similarity).clamp(0.0, 1.0).to(p.dtype)
+            out.append(torch.cat([p[:, :-1] * factor[:, None], p[:, -1:]], dim=1))
+        return tuple(out)
+
     def inference(self, predictions, proposals):
         if self.nms_type == "hard":
             return super().inference(predictions, proposals)
