@@ -29,7 +29,9 @@ def test_build_model_from_every_config(path):
     model = build_model(cfg)
     model.eval()
     with torch.no_grad():
-        out = model([{"image": torch.zeros(3, 64, 96), "height": 64, "width": 96}])
+        # "template" is read only by TemplateRCNN configs (TR-Pre / TR-Inter / TR-Post)
+        out = model([{"image": torch.zeros(3, 64, 96), "template": torch.zeros(3, 64, 96),
+                      "height": 64, "width": 96}])
     assert out[0]["instances"].image_size == (64, 96)
     assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
 

@@ -12,6 +12,7 @@ Train / evaluate a defect_det model with Detectron2's DefaultTrainer and launch.
 Trailing ``KEY VALUE`` pairs override the config. ``--vis`` writes prediction panels for a few
 images of every test dataset to OUTPUT_DIR/vis/<dataset>/.
 """
+import json
 import logging
 import os
 import sys
@@ -50,13 +51,18 @@ def setup(args):
     return cfg
 
 
-def report(cfg, results):
+def report(cfg, results, save_path=None):
     if not comm.is_main_process() or not results:
         return
     results = normalize_test_results(results, list(cfg.DATASETS.TEST))
     table = format_summary_table(results)
     logger.info("Summary (bbox):\n" + table)
     print("\n== defect_det results (bbox, %) ==\n" + table, flush=True)
+    if save_path:
+        os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
+        with open(save_path, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True, default=float)
+        print(f"[train_net] wrote {save_path}", flush=True)
 
 
 def visualize(cfg, model):
@@ -76,7 +82,7 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = DefectTrainer.test(cfg, model)
-        report(cfg, results)
+        report(cfg, results, args.save_results)
         if args.vis:
             visualize(cfg, model)
         return results
@@ -84,7 +90,7 @@ def main(args):
     trainer = DefectTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
-    report(cfg, results)
+    report(cfg, results, args.save_results)
     if args.vis:
         model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
         visualize(cfg, model)
@@ -94,6 +100,8 @@ def main(args):
 def get_parser():
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument("--vis", action="store_true", help="write prediction panels after evaluation")
+    parser.add_argument("--save-results", metavar="FILE", default=None,
+                        help="also write the final evaluation results ({dataset: {task: metrics}}) as JSON")
     return parser
 
 

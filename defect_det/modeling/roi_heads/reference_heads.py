@@ -11,7 +11,9 @@
   box-head features F^I and F^T of every proposal on the image and the template give
   ``cos(F^I, F^T)``; it is stored on the proposals as ``template_similarity`` and
   :class:`~defect_det.modeling.roi_heads.DefectFastRCNNOutputLayers` multiplies the foreground
-  probabilities by ``1 - cos``. Needs no retraining.
+  probabilities by ``1 - cos``. Needs no retraining. ``ROI_HEADS.SCORE_THRESH_TEST`` then bounds
+  the classifier's own probability (entries below it are dropped); the rescored values rank the
+  rest (the product would otherwise fall below the threshold wherever cos is near 1).
 
 Registered as ``RDDNStandardROIHeads`` and ``RDDNCascadeROIHeads``; they inherit the
 ``NMS_TYPE`` ("hard" | "sinkhorn") choice of :class:`DefectStandardROIHeads` /
@@ -156,6 +158,20 @@ class _ReferenceMixin:
         r = c.POOLER_RESOLUTION
         return ShapeSpec(channels=channels, height=r, width=r)
 
+    @contextlib.contextmanager
+    def _post_scoring(self, predictors):
+        """While TR-Post rescoring is active, each predictor thresholds the raw probability
+        (``raw_score_thresh``) and keeps every rescored entry > 0 (``test_score_thresh`` = 0)."""
+        saved = [p.test_score_thresh for p in predictors]
+        for p, t in zip(predictors, saved):
+            p.raw_score_thresh, p.test_score_thresh = t, 0.0
+        try:
+            yield
+        finally:
+            for p, t in zip(predictors, saved):
+                p.test_score_thresh = t
+                del p.raw_score_thresh
+
     def _attach_template_similarity(self, box_head, features, template_features, valid, proposals):
         """Set ``template_similarity`` (R_i,) on every proposals Instances (0 where no template)."""
         boxes = [p.proposal_boxes for p in proposals]
@@ -187,12 +203,13 @@ class RDDNStandardROIHeads(_ReferenceMixin, DefectStandardROIHeads):
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals):
         with self.box_pooler.images([p.image_size for p in proposals]):
-            if not self.training:
-                tmpl, valid = split_template_features(features, self.box_in_features)
-                if tmpl is not None:
-                    feats = [features[f] for f in self.box_in_features]
-                    self._attach_template_similarity(self.box_head, feats, tmpl, valid, proposals)
-            return super()._forward_box(features, proposals)
+            tmpl, valid = (None, None) if self.training else split_template_features(features, self.box_in_features)
+            if tmpl is None:
+                return super()._forward_box(features, proposals)
+            feats = [features[f] for f in self.box_in_features]
+            self._attach_template_similarity(self.box_head, feats, tmpl, valid, proposals)
+            with self._post_scoring([self.box_predictor]):
+                return super()._forward_box(features, proposals)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -225,8 +242,9 @@ class RDDNCascadeROIHeads(_ReferenceMixin, DefectCascadeROIHeads):
             if tmpl is not None:
                 scope = (tmpl, valid)
         self._template_scope = scope
+        scoring = self._post_scoring(self.box_predictor) if scope else contextlib.nullcontext()
         try:
-            with self.box_pooler.images([p.image_size for p in proposals]):
+            with self.box_pooler.images([p.image_size for p in proposals]), scoring:
                 return super()._forward_box(features, proposals, targets)
         finally:
             self._template_scope = None

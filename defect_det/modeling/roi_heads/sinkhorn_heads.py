@@ -127,10 +127,16 @@ class DefectFastRCNNOutputLayers(FastRCNNOutputLayers):
         probs = super().predict_probs(predictions, proposals)
         if not proposals or not proposals[0].has("template_similarity"):
             return probs
+        # The score threshold keeps its meaning (a bound on the classifier's probability): entries
+        # at or below ``raw_score_thresh`` become 0, the rest are rescored. The RDDN heads lower
+        # ``test_score_thresh`` to 0 meanwhile, so rescored entries are ranked, not cut, by it.
+        thresh = getattr(self, "raw_score_thresh", self.test_score_thresh)
         out = []
         for p, pr in zip(probs, proposals):
             factor = (1.0 - pr.template_similarity).clamp(0.0, 1.0).to(p.dtype)
-            out.append(torch.cat([p[:, :-1] * factor[:, None], p[:, -1:]], dim=1))
+            fg = p[:, :-1]
+            fg = torch.where(fg > thresh, fg * factor[:, None], torch.zeros_like(fg))
+            out.append(torch.cat([fg, p[:, -1:]], dim=1))
         return tuple(out)
 
     def inference(self, predictions, proposals):
