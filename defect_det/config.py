@@ -18,6 +18,7 @@ __all__ = [
     "add_defect_config",
     "add_evaluation_config",
     "add_rddn_config",
+    "add_segdec_config",
     "add_sinkhorn_nms_config",
     "add_solver_config",
     "get_defect_cfg",
@@ -89,6 +90,41 @@ def add_rddn_config(cfg):
     cfg.INPUT.TEMPLATE.PHOTOMETRIC = 0.0
 
 
+def add_segdec_config(cfg):
+    """SegDecNet keys (``cfg.MODEL.SEGDEC``), read by ``SegDecNet``, ``SegDecDatasetMapper`` and the
+    image-level evaluators; equations and defaults in projects/SegDecNet/README.md. Defaults are the
+    paper's DAGM settings. SegDecNet's frequency-of-use sampling of negatives is chosen with
+    Detectron2's own key: ``DATALOADER.SAMPLER_TRAIN: "FrequencyOfUseSampler"``
+    (defect_det/data/samplers.py; DefectTrainer builds it)."""
+    cfg.MODEL.SEGDEC = CN()
+    _c = cfg.MODEL.SEGDEC
+    _c.IN_CHANNELS = 1          # 1: grayscale (INPUT.FORMAT "L"); 3: colour (INPUT.FORMAT "RGB"/"BGR")
+    _c.INPUT_SIZE = (512, 512)  # (H, W) every image is resized to; both multiples of 8
+    # Channel multiplier of both subnets (32/64/1024 and 8/16/32 channels x WIDTH, at least 1);
+    # 1.0 = the paper's network, small values make CPU-sized models.
+    _c.WIDTH = 1.0
+    # Dynamic loss balancing: loss = (1 - e/E) L_seg + DELTA (e/E) L_cls with e/E = iteration /
+    # SOLVER.MAX_ITER; off: loss = L_seg + DELTA L_cls.
+    _c.DYN_BALANCED_LOSS = True
+    _c.DELTA = 1.0              # delta, weight of the classification loss
+    # Gradient-flow adjustment: the decision subnet's inputs are detached, so L_cls never reaches
+    # the segmentation subnet.
+    _c.GRADIENT_ADJUSTMENT = True
+    # Square dilation kernel (px) applied to the pixel labels before they become training targets
+    # (1 = no dilation).
+    _c.DILATE = 7
+    # Distance-transform weighting of positive pixels: w = (edt(mask) / max edt) ** P * OMEGA on
+    # the (dilated) defect, 1 on the background; off: w = 1 everywhere.
+    _c.WEIGHTED_SEG_LOSS = True
+    _c.WEIGHTED_SEG_LOSS_P = 1.0
+    _c.WEIGHTED_SEG_LOSS_OMEGA = 10.0
+    # Mixed supervision: how many defective training images keep their pixel labels (the first N
+    # in dataset order); the other defective images contribute only L_cls. -1 = all.
+    _c.NUM_SEGMENTED = -1
+    # Probability threshold binarising the defect map for the pixel-level Dice / IoU.
+    _c.PIXEL_THRESHOLD = 0.5
+
+
 def add_solver_config(cfg):
     """Optimizer keys (``cfg.SOLVER.*``), read by ``DefectTrainer.build_optimizer``."""
     # "SGD" (Detectron2's default optimizer, SOLVER.MOMENTUM/NESTEROV) or "AdamW"
@@ -118,6 +154,7 @@ def add_defect_config(cfg):
     add_solver_config(cfg)
     add_sinkhorn_nms_config(cfg)
     add_rddn_config(cfg)
+    add_segdec_config(cfg)
     return cfg
 
 
