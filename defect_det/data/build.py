@@ -1,7 +1,8 @@
 """The dataset mapper a defect_det config needs, with its dataset-level checks.
 
-:func:`build_defect_mapper` returns Detectron2's ``DatasetMapper`` for ordinary models and a
-:class:`~defect_det.data.PairedDatasetMapper` for ``TemplateRCNN``. Checks happen here, once, at
+:func:`build_defect_mapper` returns Detectron2's ``DatasetMapper`` for ordinary models, a
+:class:`~defect_det.data.PairedDatasetMapper` for ``TemplateRCNN`` and a
+:class:`~defect_det.data.segdec_mapper.SegDecDatasetMapper` for ``SegDecNet``. Checks happen here, once, at
 data-loader construction rather than deep inside a worker: a template mode that needs a template
 per image fails on the first image without one (naming dataset and file), and PTG training fails
 if the training sets hold no defect-free image.
@@ -9,6 +10,7 @@ if the training sets hold no defect-free image.
 from detectron2.data import DatasetCatalog, DatasetMapper
 
 from .paired_mapper import PairedDatasetMapper, template_usage
+from .segdec_mapper import SegDecDatasetMapper, select_segmented_files
 
 __all__ = ["build_defect_mapper", "needs_paired_mapper", "normal_image_files"]
 
@@ -47,6 +49,12 @@ def build_defect_mapper(cfg, is_train: bool, dataset_names=()):
     Returns:
         a callable dataset mapper.
     """
+    if cfg.MODEL.META_ARCHITECTURE == "SegDecNet":
+        segmented = None
+        if is_train:  # mixed supervision: the first NUM_SEGMENTED defective images keep pixel labels
+            dicts = [d for name in dataset_names for d in DatasetCatalog.get(name)]
+            segmented = select_segmented_files(dicts, cfg.MODEL.SEGDEC.NUM_SEGMENTED)
+        return SegDecDatasetMapper(cfg, is_train, segmented_files=segmented)
     if not needs_paired_mapper(cfg):
         return DatasetMapper(cfg, is_train)
     usage, needs_normals = template_usage(cfg, is_train)
