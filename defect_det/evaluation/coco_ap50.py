@@ -1,5 +1,12 @@
 """COCO box evaluation with per-category AP50 (the RDDN paper reports mAP@0.5)."""
+import contextlib
+import copy
+import io
+import itertools
+
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from detectron2.evaluation import COCOEvaluator
@@ -8,6 +15,7 @@ from .build import EVALUATOR_REGISTRY
 
 __all__ = [
     "DefectCOCOEvaluator",
+    "class_agnostic_ap50",
     "per_category_ap50",
     "format_ap50_table",
     "format_summary_table",
@@ -39,6 +47,39 @@ def per_category_ap50(coco_eval, class_names):
     return out
 
 
+def class_agnostic_ap50(coco_gt, coco_results, max_dets=100):
+    """
+    Box AP at IoU 0.5 with every category merged into one ("is there a defect here?"), in percent.
+
+    Every ground-truth box and every detection counts as the same class; a box detected under two
+    classes is one true positive and one false positive, as in any class-agnostic COCO evaluation of
+    a multi-class detector. NaN when there is no ground truth.
+
+    Args:
+        coco_gt (COCO): the dataset's ground truth.
+        coco_results (list[dict]): COCO-format detections (``image_id``, ``bbox``, ``score``, ...).
+    """
+    data = copy.deepcopy(coco_gt.dataset)
+    for a in data.get("annotations", []):
+        a["category_id"] = 1
+    if not data.get("annotations"):
+        return float("nan")
+    data["categories"] = [{"id": 1, "name": "defect"}]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
+        if not coco_results:
+            return 0.0
+        dt = gt.loadRes([dict(r, category_id=1) for r in coco_results])
+        e = COCOeval(gt, dt, "bbox")
+        e.params.maxDets = [1, 10, max_dets]
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return float(e.stats[1] * 100) if e.stats[1] >= 0 else float("nan")
+
+
 def format_ap50_table(ap50_per_class, num_cols=3):
     """Pipe table of ``{class: AP50}`` with ``num_cols`` (class, AP50) pairs per row."""
     items = list(ap50_per_class.items())
@@ -55,7 +96,8 @@ def format_ap50_table(ap50_per_class, num_cols=3):
 class DefectCOCOEvaluator(COCOEvaluator):
     """
     Detectron2's :class:`COCOEvaluator` restricted to boxes, which also returns
-    ``AP50-<class>`` for every class (NaN for classes absent from the dataset's ground truth).
+    ``AP50-<class>`` for every class (NaN for classes absent from the dataset's ground truth) and
+    ``AP50_agnostic`` (all classes merged: did the detector find the defect at all?).
     """
 
     def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None):
@@ -66,6 +108,16 @@ class DefectCOCOEvaluator(COCOEvaluator):
             output_dir=output_dir,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE if cfg is not None else None,
         )
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        """Detectron2's COCO evaluation, plus ``AP50_agnostic`` (:func:`class_agnostic_ap50`)."""
+        super()._eval_predictions(predictions, img_ids)
+        if "bbox" in self._results and getattr(self, "_do_evaluation", True):
+            results = list(itertools.chain(*[x["instances"] for x in predictions]))
+            max_dets = self._max_dets_per_image[-1] if self._max_dets_per_image else 100
+            ap = class_agnostic_ap50(self._coco_api, results, max_dets)
+            self._results["bbox"]["AP50_agnostic"] = ap
+            self._logger.info(f"Class-agnostic bbox AP50 (every class merged): {ap:.2f}")
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names)
@@ -87,7 +139,7 @@ def normalize_test_results(results, dataset_names):
 
 def format_summary_table(results):
     """
-    One row per test dataset: AP50 (headline), AP, AP75 of the ``bbox`` task.
+    One row per test dataset: AP50 (headline), AP, AP75 and class-agnostic AP50 of the ``bbox`` task.
 
     Args:
         results (dict): ``{dataset_name: {"bbox": {"AP50": ..., ...}}}``.
@@ -95,5 +147,6 @@ def format_summary_table(results):
     rows = []
     for name, res in results.items():
         box = res.get("bbox", {})
-        rows.append([name] + [f"{box.get(k, float('nan')):.1f}" for k in ("AP50", "AP", "AP75")])
-    return tabulate(rows, headers=["dataset", "AP50", "AP", "AP75"], tablefmt="pipe", disable_numparse=True)
+        rows.append([name] + [f"{box.get(k, float('nan')):.1f}" for k in ("AP50", "AP", "AP75", "AP50_agnostic")])
+    return tabulate(rows, headers=["dataset", "AP50", "AP", "AP75", "AP50 (any class)"], tablefmt="pipe",
+                    disable_numparse=True)
