@@ -123,6 +123,10 @@ def add_segdec_config(cfg):
     _c.NUM_SEGMENTED = -1
     # Probability threshold binarising the defect map for the pixel-level Dice / IoU.
     _c.PIXEL_THRESHOLD = 0.5
+    # With DATALOADER.SAMPLER_TRAIN "FrequencyOfUseSampler": "balanced" (least-used negatives
+    # first; use counts differ by <= 1 after every epoch) or "paper" (the authors' soft
+    # probabilities p = (1 - f/max f - median + 1) ** (4 ln N_neg)).
+    cfg.DATALOADER.FREQUENCY_OF_USE_MODE = "balanced"
 
 
 def add_solver_config(cfg):

@@ -146,3 +146,74 @@ def test_channel_norm_matches_groupnorm_and_handles_1x1():
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
     one = ours(torch.randn(1, 4, 1, 1))
     assert torch.allclose(one.flatten(), ours.bias)
+
+
+# ------------------------------------------------------------------------------------------- sampler
+def _neg_counts(labels, epochs_list):
+    neg = [i for i, y in enumerate(labels) if y == 0]
+    counts = np.zeros(len(labels), int)
+    history = []
+    for ep in epochs_list:
+        np.add.at(counts, ep, 1)
+        history.append(counts[neg].copy())
+    return history
+
+
+@pytest.mark.parametrize("n_pos,n_neg", [(3, 10), (5, 37), (7, 7), (4, 2)])
+def test_frequency_of_use_counts_differ_by_at_most_one(n_pos, n_neg):
+    from defect_det.data.samplers import FrequencyOfUseSampler
+
+    labels = [1] * n_pos + [0] * n_neg
+    sampler = FrequencyOfUseSampler(labels, seed=0)  # mode "balanced"
+    epochs = list(__import__("itertools").islice(sampler.epochs(), 15))
+    for ep in epochs:
+        assert sorted(i for i in ep if labels[i]) == list(range(n_pos))  # every positive once
+        assert len(ep) == n_pos + min(n_pos, n_neg) and len(set(ep)) == len(ep)
+    for counts in _neg_counts(labels, epochs):
+        assert counts.max() - counts.min() <= 1, counts
+
+
+def test_paper_mode_balances_better_than_uniform():
+    """The authors' soft probabilities: spread 0/1 after the first epoch, and over 15 epochs far
+    below uniform draws of the same sizes (which is what makes the balanced test above non-trivial)."""
+    import itertools
+
+    from defect_det.data.samplers import FrequencyOfUseSampler
+
+    labels = [1] * 3 + [0] * 10
+    paper, uniform = [], []
+    for seed in range(10):
+        eps = list(itertools.islice(FrequencyOfUseSampler(labels, seed=seed, mode="paper").epochs(), 15))
+        hist = _neg_counts(labels, eps)
+        assert hist[0].max() - hist[0].min() <= 1
+        paper.append(max(c.max() - c.min() for c in hist))
+        rng = np.random.default_rng(seed)
+        eps = [list(range(3)) + (3 + rng.choice(10, 3, replace=False)).tolist() for _ in range(15)]
+        uniform.append(max(c.max() - c.min() for c in _neg_counts(labels, eps)))
+    assert max(uniform) > 1 and np.mean(paper) < np.mean(uniform) and max(paper) <= 3
+
+
+def test_frequency_of_use_sampler_is_infinite_and_sharded(monkeypatch):
+    import itertools
+
+    from detectron2.utils import comm
+
+    from defect_det.data.samplers import FrequencyOfUseSampler, frequency_of_use_probabilities
+
+    labels = [1, 0, 0, 1, 0, 0, 0]
+    full = list(itertools.islice(iter(FrequencyOfUseSampler(labels, seed=3)), 40))
+    assert len(full) == 40 and set(full) <= set(range(7))
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    shards = []
+    for r in range(2):
+        monkeypatch.setattr(comm, "get_rank", lambda r=r: r)
+        shards.append(list(itertools.islice(iter(FrequencyOfUseSampler(labels, seed=3)), 20)))
+    assert shards[0] == full[0::2] and shards[1] == full[1::2]
+    p = frequency_of_use_probabilities(np.array([2, 1, 1, 2]))
+    # 1 - c/max = [0, .5, .5, 0], minus median .25 plus 1 = [.75, 1.25, 1.25, .75], ** (4 ln 4)
+    assert np.isclose(p.sum(), 1) and np.isclose(p[1] / p[0], (1.25 / 0.75) ** (4 * np.log(4)))
+    assert np.allclose(frequency_of_use_probabilities(np.array([3, 3, 3])), 1 / 3)
+    with pytest.raises(ValueError, match="index 1 has 2"):
+        FrequencyOfUseSampler([0, 2], seed=0)
+    with pytest.raises(ValueError, match="dict 0 .* has none"):
+        FrequencyOfUseSampler.from_dataset_dicts([{"file_name": "a.png"}], seed=0)

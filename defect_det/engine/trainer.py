@@ -13,12 +13,13 @@ import contextlib
 import os
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data import build_defect_mapper
+from ..data.samplers import FrequencyOfUseSampler
 from ..evaluation import build_defect_evaluator
 
 __all__ = ["DefectTrainer", "cpu_friendly_ddp"]
@@ -75,6 +76,11 @@ class DefectTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = build_defect_mapper(cfg, True, cfg.DATASETS.TRAIN)
+        if cfg.DATALOADER.SAMPLER_TRAIN == "FrequencyOfUseSampler":  # SegDecNet (data/samplers.py)
+            dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+            sampler = FrequencyOfUseSampler.from_dataset_dicts(
+                dataset, seed=cfg.SEED if cfg.SEED >= 0 else None, mode=cfg.DATALOADER.FREQUENCY_OF_USE_MODE)
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
