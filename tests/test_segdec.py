@@ -217,3 +217,167 @@ def test_frequency_of_use_sampler_is_infinite_and_sharded(monkeypatch):
         FrequencyOfUseSampler([0, 2], seed=0)
     with pytest.raises(ValueError, match="dict 0 .* has none"):
         FrequencyOfUseSampler.from_dataset_dicts([{"file_name": "a.png"}], seed=0)
+
+
+# ---------------------------------------------------------------------------------- synthetic DAGM
+TINY_DAGM = dict(seed=0, classes=(1, 2), size=64, train_images=8, test_images=6, defect_fraction=0.4)
+
+
+@pytest.fixture(scope="module")
+def tiny_dagm(tmp_path_factory):
+    from defect_det.data.synthetic.dagm import SyntheticDAGMConfig, generate_dagm_dataset
+
+    root = str(tmp_path_factory.mktemp("sdagm"))
+    generate_dagm_dataset(root, SyntheticDAGMConfig(**TINY_DAGM))
+    return root
+
+
+def test_synthetic_dagm_layout_and_loader(tiny_dagm):
+    import cv2
+
+    from defect_det.data.datasets.surface import load_dagm
+
+    for cls in (1, 2):
+        train = load_dagm(os.path.join(tiny_dagm, f"Class{cls}"), "Train")
+        exact = load_dagm(os.path.join(tiny_dagm, f"Class{cls}"), "Train", use_exact_masks=True)
+        assert len(train) == 8 and sum(d["label"] for d in train) == round(0.4 * 8)
+        assert len(load_dagm(os.path.join(tiny_dagm, f"Class{cls}"), "Test")) == 6
+        for d, e in zip(train, exact):
+            assert d["file_name"].endswith(".PNG") and (d["height"], d["width"]) == (64, 64)
+            if d["label"]:
+                weak = cv2.imread(d["sem_seg_file_name"], cv2.IMREAD_GRAYSCALE)
+                mask = cv2.imread(e["sem_seg_file_name"], cv2.IMREAD_GRAYSCALE)
+                assert set(np.unique(weak)) <= {0, 255} and mask.any()
+                assert (weak[mask > 0] == 255).all() and (weak > 0).sum() > (mask > 0).sum()
+                # the defect really changed the image: its pixels differ from a defect-free render
+                img = cv2.imread(d["file_name"], cv2.IMREAD_GRAYSCALE)
+                assert img.std() > 3
+
+
+def test_synthetic_dagm_deterministic(tiny_dagm, tmp_path):
+    import hashlib
+
+    from defect_det.data.synthetic.dagm import SyntheticDAGMConfig, generate_dagm_dataset
+
+    def digest(root):
+        h = hashlib.sha256()
+        for f in sorted(glob.glob(os.path.join(root, "Class1", "**", "*"), recursive=True)):
+            if os.path.isfile(f):
+                h.update(os.path.relpath(f, root).encode()); h.update(open(f, "rb").read())
+        return h.hexdigest()
+
+    generate_dagm_dataset(str(tmp_path / "a"), SyntheticDAGMConfig(**TINY_DAGM))
+    generate_dagm_dataset(str(tmp_path / "b"), SyntheticDAGMConfig(**{**TINY_DAGM, "seed": 1}))
+    assert digest(str(tmp_path / "a")) == digest(tiny_dagm) != digest(str(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("field,value", [("size", 60), ("classes", (0,)), ("train_images", 1),
+                                         ("defect_fraction", 1.0), ("seed", -1)])
+def test_synthetic_dagm_config_errors(field, value):
+    from defect_det.data.synthetic.dagm import SyntheticDAGMConfig
+
+    with pytest.raises(ValueError, match=f"SyntheticDAGMConfig.{field}"):
+        SyntheticDAGMConfig(**{field: value}).validate()
+
+
+# --------------------------------------------------------------------------------------- evaluators
+def test_image_level_metrics_toy_case():
+    from defect_det.evaluation.image_level import auroc, average_precision, image_level_metrics
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    labels = np.array([1, 0, 1, 1, 0, 0, 0])
+    # ranked: + - + + - - -: precision at the positives 1/1, 2/3, 3/4
+    assert np.isclose(average_precision(scores, labels), (1 + 2 / 3 + 3 / 4) / 3)
+    # pairs (pos > neg): 0.9 beats 4, 0.7 and 0.6 beat 3 each -> 10 / 12
+    assert np.isclose(auroc(scores, labels), 10 / 12)
+    m = image_level_metrics(scores, labels)
+    assert np.isclose(m["detection_rate"], 1 / 3)  # only 0.9 is above the top normal score 0.8
+    # thresholds: 0.9 (F1 .5), 0.8 (.4), 0.7 (.667), 0.6 (F1 = 2*.75*1/1.75 = .857) -> best at 0.6
+    assert np.isclose(m["best_F1"], 6 / 7) and m["threshold"] == 0.6 and m["FP"] == 1 and m["FN"] == 0
+    assert m["FP_at_no_FN"] == 1
+    # ties: two equal scores, one of each class -> half a pair
+    assert np.isclose(auroc([0.5, 0.5], [1, 0]), 0.5)
+    assert np.isclose(average_precision([0.5, 0.5, 0.1], [1, 0, 0]), 0.5)
+
+
+def test_metrics_match_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    from defect_det.evaluation.image_level import auroc, average_precision
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        labels = rng.integers(0, 2, 50)
+        scores = np.round(rng.random(50) + labels * 0.3, 1)  # with ties
+        assert np.isclose(average_precision(scores, labels), sk.average_precision_score(labels, scores))
+        assert np.isclose(auroc(scores, labels), sk.roc_auc_score(labels, scores))
+
+
+def test_segdec_evaluator_pixel_and_pr_curve(tmp_path):
+    from defect_det.evaluation import build_defect_evaluator
+
+    cfg = tiny_model_cfg()
+    cfg.TEST.EVALUATOR = "SegDecEvaluator"
+    ev = build_defect_evaluator(cfg, "toy", output_dir=str(tmp_path), distributed=False)
+    ev.reset()
+    gt = torch.zeros(8, 8, dtype=torch.uint8)
+    gt[0:4, 0:4] = 1  # 16 pixels
+    pred = torch.zeros(1, 8, 8)
+    pred[0, 0:4, 0:2] = 0.9  # 8 TP
+    pred[0, 6:8, 6:8] = 0.6  # 4 FP  -> FN 8
+    ev.process([{"label": 1, "sem_seg": gt}, {"label": 0}],
+               [{"score": torch.tensor(0.8), "sem_seg": pred}, {"score": torch.tensor(0.3), "sem_seg": pred}])
+    res = ev.evaluate()
+    assert np.isclose(res["pixel"]["Dice"], 16 / (16 + 4 + 8)) and np.isclose(res["pixel"]["IoU"], 8 / 20)
+    assert res["image"]["AP"] == 1.0 and res["image"]["detection_rate"] == 1.0
+    assert os.path.getsize(os.path.join(str(tmp_path), "pr_curve.png")) > 1000
+
+
+# ------------------------------------------------------------------------------ configs and training
+SEGDEC_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "SegDecNet", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", [p for p in SEGDEC_CONFIGS if "Base-" not in p],
+                         ids=lambda p: os.path.basename(p))
+def test_build_every_segdec_config(path):
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.SEGDEC.WIDTH = min(cfg.MODEL.SEGDEC.WIDTH, 0.125)  # keep the test small
+    model = build_model(cfg)
+    assert isinstance(model, SegDecNet)
+    assert cfg.DATALOADER.SAMPLER_TRAIN == "FrequencyOfUseSampler" and cfg.TEST.EVALUATOR == "SegDecEvaluator"
+    h, w = cfg.MODEL.SEGDEC.INPUT_SIZE
+    assert h % 8 == 0 and w % 8 == 0
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": torch.zeros(cfg.MODEL.SEGDEC.IN_CHANNELS, 64, 96), "height": 64, "width": 96}])
+    assert out[0]["sem_seg"].shape == (1, 64, 96)
+
+
+def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
+    from detectron2.data import DatasetCatalog
+
+    from defect_det.data.datasets.surface import register_dagm
+    from defect_det.data.samplers import FrequencyOfUseSampler
+    from defect_det.engine import DefectTrainer
+
+    for split in ("train", "test"):
+        if f"tiny_sdagm_{split}" not in DatasetCatalog.list():
+            register_dagm(f"tiny_sdagm_{split}", os.path.join(tiny_dagm, "Class1"), split)
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "SegDecNet", "synthetic_dagm_cpu.yaml"))
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", "('tiny_sdagm_train',)", "DATASETS.TEST", "('tiny_sdagm_test',)",
+        "MODEL.SEGDEC.INPUT_SIZE", "(64, 64)", "MODEL.SEGDEC.WIDTH", "0.125",
+        "MODEL.SEGDEC.NUM_SEGMENTED", "1", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
+        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path),
+    ])
+    trainer = DefectTrainer(cfg)
+    assert isinstance(trainer.data_loader.dataset.sampler, FrequencyOfUseSampler)
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    assert trainer.iter == 3 and len(trainer.storage.history("loss_cls").values()) == 3
+    image, pixel = results["image"], results["pixel"]
+    assert image["num_images"] == 6 and image["num_defective"] == round(0.4 * 6)
+    assert 0.0 <= image["AP"] <= 1.0 and 0.0 <= image["AUROC"] <= 1.0 and 0.0 <= pixel["Dice"] <= 1.0
+    assert os.path.isfile(os.path.join(str(tmp_path), "inference", "tiny_sdagm_test", "pr_curve.png"))

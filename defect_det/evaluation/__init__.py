@@ -1,4 +1,5 @@
 from .build import EVALUATOR_REGISTRY, build_defect_evaluator
+from .image_level import ImageLevelEvaluator, PixelLevelEvaluator, SegDecEvaluator  # SegDecNet
 from .coco_ap50 import (
     DefectCOCOEvaluator,
     format_ap50_table,
