@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""
+The SegDecNet tables on the synthetic DAGM-style benchmark (projects/SegDecNet/README.md): the
+ablation (full model, then each training extension off) and the mixed-supervision curve
+(N = 0, 5, 20, all defective training images with pixel labels).
+
+Every row trains ``configs/SegDecNet/synthetic_dagm_cpu.yaml`` with the SAME schedule and seed
+through ``tools/train_net.py``, once per class, and reads the image-level AP, AUROC, detection
+rate and pixel Dice of the class's test split from ``--save-results``. The data is generated first
+(if absent) into ``<out>/datasets/synthetic_dagm`` with ``--train-images`` (default 160, i.e. 40
+defective images per class so that N = 20 is a real subset); the subprocesses read it through
+``DETECTRON2_DATASETS``. Rows already done (``results.json`` exists) are reused unless ``--force``.
+
+    python tools/segdec_table.py                          # every row, classes 1 2
+    python tools/segdec_table.py --rows full no_dt --classes 1 2 3 4 5 6 --seeds 0 1
+    python tools/segdec_table.py --list
+
+Prints a markdown table (mean over classes and seeds) and writes it to ``<out>/table.md``.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join("configs", "SegDecNet", "synthetic_dagm_cpu.yaml")
+
+# (key, label, config overrides)
+ROWS = [
+    ("full", "full (all extensions)", []),
+    ("no_dyn", "- dynamic balancing", ["MODEL.SEGDEC.DYN_BALANCED_LOSS", "False"]),
+    ("no_gfa", "- gradient-flow adjustment", ["MODEL.SEGDEC.GRADIENT_ADJUSTMENT", "False"]),
+    ("no_fos", "- frequency-of-use sampling", ["DATALOADER.SAMPLER_TRAIN", "TrainingSampler"]),
+    ("no_dt", "- distance-transform weights", ["MODEL.SEGDEC.WEIGHTED_SEG_LOSS", "False"]),
+    ("none", "no extension", ["MODEL.SEGDEC.DYN_BALANCED_LOSS", "False",
+                              "MODEL.SEGDEC.GRADIENT_ADJUSTMENT", "False",
+                              "DATALOADER.SAMPLER_TRAIN", "TrainingSampler",
+                              "MODEL.SEGDEC.WEIGHTED_SEG_LOSS", "False"]),
+    # mixed supervision; N = 0 is weakly supervised: dynamic balancing off, as in the paper
+    ("n0", "mixed N=0 (image labels only)", ["MODEL.SEGDEC.NUM_SEGMENTED", "0",
+                                             "MODEL.SEGDEC.DYN_BALANCED_LOSS", "False"]),
+    ("n5", "mixed N=5", ["MODEL.SEGDEC.NUM_SEGMENTED", "5"]),
+    ("n20", "mixed N=20", ["MODEL.SEGDEC.NUM_SEGMENTED", "20"]),
+    ("nall", "mixed N=all (= full)", ["MODEL.SEGDEC.NUM_SEGMENTED", "-1"]),
+]
+METRICS = [("image", "AP"), ("image", "AUROC"), ("image", "detection_rate"), ("pixel", "Dice")]
+
+
+def ensure_data(args):
+    root = os.path.join(args.out, "datasets", "synthetic_dagm")
+    if all(os.path.isdir(os.path.join(root, f"Class{c}")) for c in args.classes):
+        return
+    cmd = [sys.executable, os.path.join(REPO, "tools", "make_synthetic_dagm.py"), "--out", root,
+           "--size", str(args.size), "--train-images", str(args.train_images),
+           "--test-images", str(args.test_images), "--classes"] + [str(c) for c in args.classes]
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def iterations(args):
+    """70 epochs of (2 x defective training images) at batch 1, as the DAGM config."""
+    return args.iters or 70 * 2 * round(0.25 * args.train_images)
+
+
+def run(key, overrides, cls, seed, args):
+    out = os.path.join(args.out, key, f"class{cls}", f"seed{seed}")
+    result = os.path.join(out, "results.json")
+    if os.path.isfile(result) and not args.force:
+        return json.load(open(result))
+    os.makedirs(out, exist_ok=True)
+    opts = overrides + [
+        "DATASETS.TRAIN", f"('synthetic_dagm_class{cls}_train',)",
+        "DATASETS.TEST", f"('synthetic_dagm_class{cls}_test',)",
+        "MODEL.SEGDEC.INPUT_SIZE", f"({args.size}, {args.size})",
+        "SOLVER.MAX_ITER", str(iterations(args)), "SEED", str(seed), "OUTPUT_DIR", out,
+    ]
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", CONFIG,
+           "--save-results", result]
+    env = dict(os.environ, DETECTRON2_DATASETS=os.path.join(os.path.abspath(args.out), "datasets"))
+    t0 = time.time()
+    with open(os.path.join(out, "stdout.txt"), "w") as log:
+        r = subprocess.run(cmd + opts, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"{key} class {cls} seed {seed} failed (exit {r.returncode}); see {out}/stdout.txt")
+    print(f"[segdec_table] {key} class {cls} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+    return json.load(open(result))
+
+
+def metric(results, task, name):
+    res = next(iter(results.values())) if task not in results else results  # nested per dataset
+    return float(res[task][name])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    p.add_argument("--out", default=os.path.join("output", "segdec_table"))
+    p.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS])
+    p.add_argument("--classes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--train-images", type=int, default=160)
+    p.add_argument("--test-images", type=int, default=160)
+    p.add_argument("--iters", type=int, default=0, help="override MAX_ITER (0: 70 epochs)")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--list", action="store_true")
+    args = p.parse_args()
+    rows = {k: (label, o) for k, label, o in ROWS}
+    if args.list:
+        for k, label, o in ROWS:
+            print(f"{k:8s} {label:35s} {' '.join(o)}")
+        return
+    unknown = [r for r in args.rows if r not in rows]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; --list shows them")
+    ensure_data(args)
+    lines = ["| row | " + " | ".join(f"{n}" for _, n in METRICS) + " |",
+             "|---|" + "---|" * len(METRICS)]
+    for key in args.rows:
+        label, overrides = rows[key]
+        values = {m: [] for m in METRICS}
+        for cls in args.classes:
+            for seed in args.seeds:
+                res = run(key, overrides, cls, seed, args)
+                for task, name in METRICS:
+                    values[(task, name)].append(metric(res, task, name))
+        cells = [f"{sum(v) / len(v):.3f}" for v in values.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    header = (f"classes {args.classes}, seeds {args.seeds}, {args.size} px, {iterations(args)} iterations, "
+              f"{args.train_images} train / {args.test_images} test images per class\n\n")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(header + table + "\n")
+    print(header + table)
+
+
+if __name__ == "__main__":
+    main()
