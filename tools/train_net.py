@@ -18,6 +18,7 @@ import os
 import sys
 
 import torch
+from tabulate import tabulate
 
 try:
     import defect_det  # noqa: F401
@@ -55,9 +56,14 @@ def report(cfg, results, save_path=None):
     if not comm.is_main_process() or not results:
         return
     results = normalize_test_results(results, list(cfg.DATASETS.TEST))
-    table = format_summary_table(results)
-    logger.info("Summary (bbox):\n" + table)
-    print("\n== defect_det results (bbox, %) ==\n" + table, flush=True)
+    if any("bbox" in r for r in results.values()):
+        table, title = format_summary_table(results), "bbox, %"
+    else:  # image-/pixel-level evaluators (SegDecNet): every scalar metric, one row per dataset/task
+        rows = [[name, task, ", ".join(f"{k} {v:.4g}" for k, v in sorted(m.items()) if isinstance(v, (int, float)))]
+                for name, r in results.items() for task, m in r.items() if isinstance(m, dict)]
+        table, title = tabulate(rows, headers=["dataset", "task", "metrics"], tablefmt="pipe"), "metrics"
+    logger.info(f"Summary ({title}):\n" + table)
+    print(f"\n== defect_det results ({title}) ==\n" + table, flush=True)
     if save_path:
         os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
         with open(save_path, "w") as f:
@@ -67,6 +73,9 @@ def report(cfg, results, save_path=None):
 
 def visualize(cfg, model):
     if not comm.is_main_process():
+        return
+    if not hasattr(model, "roi_heads"):
+        print(f"[train_net] --vis draws detector boxes; {type(model).__name__} has none: skipped", flush=True)
         return
     for name in cfg.DATASETS.TEST:
         out = os.path.join(cfg.OUTPUT_DIR, "vis", name)
