@@ -89,6 +89,20 @@ def _mask_is_defective(path: str) -> bool:
         raise ValueError(f"{path}: cannot read the mask ({e})") from e
 
 
+def _record_with_mask(dataset: str, file_name: str, mask_file: str, image_id) -> Dict:
+    """Dataset dict of an image whose pixel label is a mask file beside it (KolektorSDD, KSDD2):
+    image-level ``label`` = whether the mask has a defect pixel; ``sem_seg_file_name`` if so."""
+    if not os.path.isfile(mask_file):
+        raise FileNotFoundError(f"{dataset}: {file_name} has no label {mask_file}")
+    h, w = _image_size(file_name)
+    label = int(_mask_is_defective(mask_file))
+    d = {"file_name": file_name, "height": h, "width": w, "image_id": image_id, "label": label,
+         "has_pixel_labels": True}
+    if label:
+        d["sem_seg_file_name"] = mask_file
+    return d
+
+
 # ---------------------------------------------------------------------------------------------- DAGM
 def load_dagm(class_root: str, split: str, use_exact_masks: bool = False) -> List[Dict]:
     """
@@ -175,15 +189,7 @@ def load_ksdd(root: str, fold: Optional[int] = None, split: str = "all") -> List
             stem = os.path.splitext(name)[0]
             file_name = os.path.join(path, name)
             mask_file = os.path.join(path, f"{stem}_label.bmp")
-            if not os.path.isfile(mask_file):
-                raise FileNotFoundError(f"KolektorSDD: {file_name} has no label {mask_file}")
-            h, w = _image_size(file_name)
-            label = int(_mask_is_defective(mask_file))
-            d = {"file_name": file_name, "height": h, "width": w, "image_id": f"{folder}/{stem}",
-                 "label": label, "has_pixel_labels": True}
-            if label:
-                d["sem_seg_file_name"] = mask_file
-            dicts.append(d)
+            dicts.append(_record_with_mask("KolektorSDD", file_name, mask_file, f"{folder}/{stem}"))
     if not dicts:
         raise ValueError(f"KolektorSDD: no PartX.jpg images under {root} (fold {fold}, {split})")
     return dicts
@@ -201,15 +207,7 @@ def load_ksdd2(root: str, split: str) -> List[Dict]:
         stem = os.path.splitext(name)[0]
         file_name = os.path.join(folder, name)
         mask_file = os.path.join(folder, f"{stem}_GT.png")
-        if not os.path.isfile(mask_file):
-            raise FileNotFoundError(f"KolektorSDD2: {file_name} has no label {mask_file}")
-        h, w = _image_size(file_name)
-        label = int(_mask_is_defective(mask_file))
-        d = {"file_name": file_name, "height": h, "width": w, "image_id": stem, "label": label,
-             "has_pixel_labels": True}
-        if label:
-            d["sem_seg_file_name"] = mask_file
-        dicts.append(d)
+        dicts.append(_record_with_mask("KolektorSDD2", file_name, mask_file, stem))
     if not dicts:
         raise ValueError(f"KolektorSDD2: no <id>.png images in {folder}")
     return dicts
