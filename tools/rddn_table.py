@@ -38,6 +38,7 @@ ROWS = [
     ("cr1.7", "CR k=1.7", "cr1.7", None),
     ("cr_only", "CR* k=1.5 (context features only)", "cr_only", None),
     ("pre_cr", "TR-Pre + CR k=1.5", "pre_cr", None),
+    ("pre_align", "TR-Pre + alignment (beyond the paper)", "pre_align", None),
     ("pre_shifted", "TR-Pre*, templates shifted 5-10 px", "pre_shifted", None),
     ("pre_shifted_align", "TR-Pre* + alignment", "pre_shifted_align", None),
     ("inter_shifted", "TR-Inter*, templates shifted 5-10 px", "inter_shifted", None),
