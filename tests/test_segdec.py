@@ -381,3 +381,25 @@ def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
     assert image["num_images"] == 6 and image["num_defective"] == round(0.4 * 6)
     assert 0.0 <= image["AP"] <= 1.0 and 0.0 <= image["AUROC"] <= 1.0 and 0.0 <= pixel["Dice"] <= 1.0
     assert os.path.isfile(os.path.join(str(tmp_path), "inference", "tiny_sdagm_test", "pr_curve.png"))
+
+
+def test_segdec_table_script_runs_rows_in_parallel(tmp_path):
+    """tools/segdec_table.py end to end on a tiny set: two rows at once, table rows and values."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "table"
+    cmd = [sys.executable, os.path.join(REPO, "tools", "segdec_table.py"), "--out", str(out),
+           "--rows", "full", "no_fos", "--classes", "1", "--size", "64", "--train-images", "16",
+           "--test-images", "8", "--iters", "4", "--jobs", "2"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    table = (out / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "row" not in line]
+    assert [line.split("|")[1].strip() for line in rows] == [
+        "full (all extensions)", "- frequency-of-use sampling"]
+    for line in rows:
+        values = [float(c) for c in line.strip("|").split("|")[1:]]
+        assert len(values) == 4 and all(0.0 <= v <= 1.0 for v in values)
+    for key in ("full", "no_fos"):
+        assert (out / key / "class1" / "seed0" / "results.json").is_file()
