@@ -21,6 +21,7 @@ __all__ = [
     "add_segdec_config",
     "add_sinkhorn_nms_config",
     "add_solver_config",
+    "add_weak_mask_config",
     "get_defect_cfg",
 ]
 
@@ -150,6 +151,16 @@ def add_evaluation_config(cfg):
     cfg.TEST.VIS_SCORE_THRESH = 0.3
 
 
+def add_weak_mask_config(cfg):
+    """Instance-mask keys under ``cfg.MODEL.ROI_MASK_HEAD`` for masks learnt from box labels.
+    BOX_SUPERVISED is read by the dataset mappers (``defect_det.data.build_defect_mapper``)."""
+    # True: the mappers never load mask annotations ("segmentation" is dropped before the
+    # instances are built, so there is no gt_masks even with MODEL.MASK_ON) and the mask head
+    # trains from the boxes alone. False: masks are loaded when MODEL.MASK_ON, as in Detectron2
+    # (RLE masks need INPUT.MASK_FORMAT "bitmask").
+    cfg.MODEL.ROI_MASK_HEAD.BOX_SUPERVISED = False
+
+
 def add_defect_config(cfg):
     """Add every defect_det key to ``cfg`` (a Detectron2 CfgNode), in place. Idempotent."""
     if "EVALUATOR" in cfg.TEST:  # already added
@@ -159,6 +170,7 @@ def add_defect_config(cfg):
     add_sinkhorn_nms_config(cfg)
     add_rddn_config(cfg)
     add_segdec_config(cfg)
+    add_weak_mask_config(cfg)
     return cfg
 
 

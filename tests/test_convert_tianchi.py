@@ -5,11 +5,13 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_util
 
 from defect_det.data.datasets.tianchi_categories import ALUMINUM_CATEGORIES, FABRIC_CATEGORIES
-from defect_det.data.tianchi_convert import TianchiFormatError, convert_aluminum, convert_fabric
+from defect_det.data.tianchi_convert import TianchiFormatError, convert_aluminum, convert_fabric, format_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 W, H = 64, 48
@@ -64,12 +66,15 @@ def check_identities(rep):
     assert rep["boxes_in"] == rep["boxes_written"] + sum(rep["boxes_dropped"].values())
     assert rep["boxes_written"] == sum(rep["boxes_per_class"].values())
     assert rep["boxes_written"] == sum(rep["boxes_written_per_split"].values())
+    assert rep["masks_in"] == rep["masks_written"] + sum(rep["masks_dropped"].values())
+    assert rep["masks_written"] == sum(rep["masks_written_per_split"].values())
     found = rep["images_found"]["defect"] + rep["images_found"]["normal"]
     assert found == sum(rep["images_written"].values()) + sum(rep["images_dropped"].values())
     for part, path in rep["outputs"].items():
         coco = load(path)
         assert len(coco["images"]) == rep["images_written"][part]
         assert len(coco["annotations"]) == rep["boxes_written_per_split"][part]
+        assert sum("segmentation" in a for a in coco["annotations"]) == rep["masks_written_per_split"][part]
 
 
 def by_name(coco):
@@ -89,6 +94,7 @@ def test_fabric_round_trip(tmp_path):
     assert rep["boxes_in"] == 10 and rep["boxes_written"] == 7
     assert dict(rep["boxes_dropped"]) == {"degenerate": 1, "outside_image": 1, "duplicate": 1}
     assert rep["boxes_clipped"] == 1
+    assert rep["masks_in"] == rep["masks_written"] == 0 and not rep["masks_dropped"]  # box-only input
     assert rep["issues"]["defect_image_without_annotations"] == 1  # p2_a
     assert rep["issues"]["defect_image_all_boxes_dropped"] == 2  # p1_a, p3_b
     assert rep["images_written"] == {"train": 7, "test": 4}
@@ -145,6 +151,67 @@ def test_fabric_round_trip(tmp_path):
     assert box("p3_a") == [(cid["seam allowance"], [0.0, 0.0, 64.0, 48.0])]
     assert box("p4_a") == sorted([(cid["water mark"], [20.0, 20.0, 10.0, 20.0]),
                                   (cid["color shade"], [30.5, 10.25, 10.0, 10.0])])
+
+
+def _rle(x0, y0, x1, y1, size=(H, W), hole=True):
+    """COCO compressed RLE (counts str) of a rectangle with a hole (not its own box filled)."""
+    m = np.zeros(size, np.uint8)
+    m[y0:y1, x0:x1] = 1
+    if hole:
+        m[y0 + 1:y1 - 1, x0 + 1:x1 - 1] = 0
+    rle = mask_util.encode(np.asfortranarray(m))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _with_masks(masks):
+    """ENTRIES with a "segmentation" added to the entries named by index."""
+    return [({"name": n, "defect_name": c, "bbox": b, "segmentation": masks[i]} if i in masks else n, c, b)
+            for i, (n, c, b) in enumerate(ENTRIES)]
+
+
+UNCOMPRESSED = {"size": [H, W], "counts": [0, W * H]}  # every pixel foreground, counts as a list
+MASKS = {
+    0: _rle(1, 2, 11, 22),                       # RLE, written
+    1: [[5, 5, 15, 5, 15, 15]],                  # polygon, written (coordinates as floats)
+    2: _rle(50, 30, 64, 48),                     # box clipped: mask kept unchanged, counted
+    3: _rle(10, 10, 12, 20),                     # degenerate box dropped: its mask with it
+    5: _rle(3, 3, 9, 9),                         # duplicate box dropped: its mask with it
+    6: _rle(0, 0, 0, 0),                         # empty mask: dropped, box kept
+    7: UNCOMPRESSED,                             # uncompressed RLE, written
+    9: [[31, 11, 35, 11, 39, 11]],               # zero-area polygon: empty, dropped, box kept
+}
+
+
+def test_fabric_masks_round_trip(tmp_path):
+    root = make_fabric(tmp_path / "release", entries=_with_masks(MASKS))
+    out = tmp_path / "out"
+    rep = convert_fabric([root], str(out), test_size=4, seed=0, verbose=False)
+    check_identities(rep)
+    assert rep["boxes_in"] == 10 and rep["boxes_written"] == 7  # masks change no box
+    assert rep["masks_in"] == 8 and rep["masks_written"] == 4
+    assert dict(rep["masks_dropped"]) == {"empty_mask": 2, "mask_of_dropped_box": 2}
+    assert rep["issues"]["mask_of_clipped_box"] == 1
+    text = format_report(rep)
+    assert "masks in: 8; annotations written with a mask: 4 of 7" in text and "[empty_mask]" in text
+
+    from pycocotools.coco import COCO
+
+    cid = {en: i + 1 for i, (en, _) in enumerate(FABRIC_CATEGORIES)}
+    written = {}
+    for part in ("train", "test"):
+        coco = COCO(str(out / f"fabric_{part}.json"))  # the COCO API reads (and rasterises) them
+        names = {im["id"]: os.path.basename(im["file_name"]) for im in coco.dataset["images"]}
+        for a in coco.dataset["annotations"]:
+            if "segmentation" in a:
+                written[(names[a["image_id"]], a["category_id"])] = a["segmentation"]
+                m = coco.annToMask(a)
+                assert m.shape == (H, W) and m.sum() > 0
+    assert written == {
+        ("p0_a.jpg", cid["stained"]): MASKS[0],
+        ("p0_a.jpg", cid["knots"]): [[5.0, 5.0, 15.0, 5.0, 15.0, 15.0]],
+        ("p0_b.jpg", cid["broken hole"]): MASKS[2],
+        ("p3_a.jpg", cid["seam allowance"]): UNCOMPRESSED,
+    }
 
 
 def _split_of(out):
@@ -322,6 +389,24 @@ FABRIC_CASES = {
                                 "missing_template", ["template_q1.jpg"], 0),
     "unreadable_image": (lambda r: _garbage(os.path.join(r, "defect", "p2_a", "p2_a.jpg")),
                          "unreadable_image", ["unreadable image"], 0),
+    # bad masks: strict names file + entry; lenient drops the mask (counted) and keeps the box
+    "mask_wrong_size": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
+                                              "segmentation": _rle(1, 2, 3, 4, size=(W, H))}),
+                        "bad_mask", [f"entry {N} (p0_a.jpg)", f"[{W}, {H}]", f"image size [{H}, {W}]"], 0),
+    "mask_garbage_counts": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
+                                                  "segmentation": {"size": [H, W], "counts": "not RLE ~~"}}),
+                            "bad_mask", [f"entry {N} (p0_a.jpg)", "not a COCO compressed RLE string"], 0),
+    "mask_counts_wrong_total": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
+                                                      "segmentation": dict(_rle(1, 2, 3, 4, size=(10, 10)),
+                                                                           size=[H, W])}),
+                                "bad_mask", [f"entry {N} (p0_a.jpg)", "decode to 100 pixels"], 0),
+    "mask_short_polygon": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
+                                                 "segmentation": [[1, 2, 3, 4]]}),
+                           "bad_mask", [f"entry {N} (p0_a.jpg)", "polygon 0", ">= 6 numbers"], 0),
+    # a box dropped for its own problem takes its (valid) mask with it
+    "unknown_class_with_mask": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "scratch",
+                                                      "bbox": [1, 2, 3, 4], "segmentation": _rle(1, 2, 3, 4)}),
+                                "unknown_class", [f"entry {N} (p0_a.jpg)", "'scratch'"], 1),
 }
 
 
@@ -350,6 +435,11 @@ def test_fabric_bad_input(tmp_path, case):
     assert sum(rep["images_written"].values()) == 11 - n_images_dropped
     if case == "missing_template":
         assert rep["boxes_dropped"]["image_dropped"] == 2
+    if reason == "bad_mask":  # the box is written without its mask
+        assert rep["boxes_written"] == 8 and rep["masks_in"] == 1 and rep["masks_written"] == 0
+        assert rep["masks_dropped"] == {"bad_mask": 1}
+    if case == "unknown_class_with_mask":
+        assert rep["masks_in"] == 1 and rep["masks_dropped"] == {"mask_of_dropped_box": 1}
 
 
 ALU_CASES = {
@@ -415,6 +505,7 @@ def test_cli(tmp_path):
     assert "boxes in: 10" in ok.stdout and "boxes written: 7" in ok.stdout
     assert "images found: 11 (defect 8, normal 3)" in ok.stdout
     assert "train 8" in ok.stdout and "test 3" in ok.stdout and "[degenerate]" in ok.stdout
+    assert "masks in: 0; annotations written with a mask: 0 of 7" in ok.stdout
     assert len(load(out / "fabric_test.json")["images"]) == 3
 
     anno = _append(root, {"name": "p0_a.jpg", "defect_name": "scratch", "bbox": [1, 2, 3, 4]})

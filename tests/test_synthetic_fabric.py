@@ -8,6 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from defect_det.data.datasets.tianchi_categories import FABRIC_CATEGORIES
 from defect_det.data.synthetic.fabric import (
@@ -100,7 +101,7 @@ def test_format(tiny):
         assert defect_stems and normal_stems
         boxed = set()
         for a in annos:
-            assert set(a) == {"name", "defect_name", "bbox"}
+            assert set(a) == {"name", "defect_name", "bbox", "segmentation"}
             assert a["defect_name"] in zh_classes
             stem = a["name"][:-4]
             assert a["name"].endswith(".jpg") and stem in defect_stems, a["name"]
@@ -142,10 +143,172 @@ def test_converter_round_trip(tiny, tmp_path):
                              image_root=root, verbose=False)
         r = summary["releases"][release]
         assert rep["boxes_in"] == rep["boxes_written"] == r["boxes"]
+        assert rep["masks_in"] == rep["masks_written"] == r["boxes"] and not rep["masks_dropped"]
         with open(tmp_path / release / "fabric.json", encoding="utf-8") as f:
             coco = json.load(f)
         assert len(coco["images"]) == r["defect_images"] + r["normal_images"]
         assert all("template_file_name" in im for im in coco["images"])
+        # every mask arrives unchanged with its box
+        src = {(a["name"], tuple(a["bbox"])): a["segmentation"] for a in _annos(root, release)}
+        names = {im["id"]: os.path.basename(im["file_name"]) for im in coco["images"]}
+        assert len(coco["annotations"]) == len(src)
+        for a in coco["annotations"]:
+            x, y, w, h = a["bbox"]
+            assert a["segmentation"] == src[(names[a["image_id"]], (x, y, x + w, y + h))]
+
+
+def _tight_box(mask):
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_masks_are_exact_rle_with_the_box_as_tight_box(tiny):
+    from pycocotools import mask as mask_util
+
+    root, cfg, _ = tiny
+    meta = _meta(root)
+    n = 0
+    for release in RELEASES:
+        for a in _annos(root, release):
+            seg = a["segmentation"]
+            assert set(seg) == {"size", "counts"} and isinstance(seg["counts"], str)
+            assert seg["size"] == [cfg.height, cfg.width]
+            m = mask_util.decode(seg)
+            assert m.shape == (cfg.height, cfg.width) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1}
+            assert m.sum() > 0 and _tight_box(m) == a["bbox"], a["name"]
+            # a real shape, not the box filled in (a defect's changed pixels never fill its box exactly)
+            n += int(m.sum() < (a["bbox"][2] - a["bbox"][0]) * (a["bbox"][3] - a["bbox"][1]))
+    assert n > 0
+    # meta.json stays box-only (its records are unchanged by the masks)
+    assert all(set(b) == {"type", "defect_name", "bbox"} for r in meta["images"] for b in r["boxes"])
+
+
+def test_mask_is_the_changed_pixel_set_of_diff_region():
+    """_diff_region's mask is exactly the thresholded change, and its box the mask's tight box."""
+    from defect_det.data.synthetic.fabric import _diff_region
+
+    rng = np.random.default_rng(0)
+    before = rng.uniform(0.2, 0.8, (40, 50, 3)).astype(np.float32)
+    after = before.copy()
+    after[5:9, 10:30, 1] += 0.3    # strong: above 25 % of the peak
+    after[20:22, 40:44, 0] += 0.05  # weak: below 25 % of the peak, outside the mask
+    box, mask = _diff_region(before, after)
+    expect = np.zeros((40, 50), bool)
+    expect[5:9, 10:30] = True
+    assert mask.dtype == bool and (mask == expect).all()
+    assert box == [10, 5, 30, 9] == _tight_box(mask)
+    assert _diff_region(before, before.copy()) == (None, None)
+
+
+def _mask_cfg(**opts):
+    from defect_det.config import get_defect_cfg
+
+    cfg = get_defect_cfg()
+    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "TemplateRCNN", "MODEL.TEMPLATE.MODE", "pre",
+                         "MODEL.MASK_ON", "True", "INPUT.MASK_FORMAT", "bitmask",
+                         "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "200"])
+    for k, v in opts.items():
+        cfg.merge_from_list([k, v])
+    return cfg
+
+
+@pytest.fixture()
+def tiny_registered(tiny, tmp_path):
+    """The tiny seen release converted and registered; yields the dataset name."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from defect_det.data.datasets import register_tianchi_fabric
+    from defect_det.data.tianchi_convert import convert_fabric
+
+    root = tiny[0]
+    convert_fabric([os.path.join(root, "seen")], str(tmp_path), split=False, image_root=root, verbose=False)
+    name = "test_synthetic_fabric_masks"
+    register_tianchi_fabric(name, str(tmp_path / "fabric.json"), root)
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_registration_keeps_masks(tiny_registered):
+    from detectron2.data import DatasetCatalog
+    from pycocotools import mask as mask_util
+
+    dicts = DatasetCatalog.get(tiny_registered)
+    annos = [a for d in dicts for a in d.get("annotations", [])]
+    assert annos and all(isinstance(a["segmentation"], dict) for a in annos)
+    for d in dicts:
+        for a in d.get("annotations", []):
+            x, y, w, h = a["bbox"]
+            assert _tight_box(mask_util.decode(a["segmentation"])) == [x, y, x + w, y + h]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_paired_mapper_masks_follow_the_augmentation(tiny_registered, flip):
+    """MASK_ON: gt_masks (N, H', W') of the resized (and flipped) image, mask i tight around box i."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data import transforms as T
+
+    from defect_det.data import PairedDatasetMapper, build_defect_mapper
+
+    cfg = _mask_cfg()
+    assert isinstance(build_defect_mapper(cfg, True, [tiny_registered]), PairedDatasetMapper)
+    augs = [T.ResizeShortestEdge(96, 200), T.RandomFlip(prob=1.0 if flip else 0.0)]
+    mapper = PairedDatasetMapper(cfg, True, augmentations=augs)
+    dicts = [d for d in DatasetCatalog.get(tiny_registered) if d.get("annotations")][:4]
+    for d in dicts:
+        out = mapper(d)
+        inst = out["instances"]
+        h, w = out["image"].shape[1:]
+        assert (h, w) == (96, 144) and out["template"].shape == out["image"].shape
+        assert inst.has("gt_masks") and len(inst) == len(d["annotations"])
+        masks = inst.gt_masks.tensor
+        assert masks.shape == (len(inst), h, w) and masks.dtype == torch.bool
+        boxes = inst.gt_boxes.tensor
+        assert torch.allclose(inst.gt_masks.get_bounding_boxes().tensor, boxes, atol=2.0), (boxes, d["file_name"])
+        # the flip is really applied: box 0 moved to the mirrored place
+        x0, y0, bw, bh = d["annotations"][0]["bbox"]
+        x0 = 1.5 * (d["width"] - x0 - bw) if flip else 1.5 * x0
+        assert abs(float(boxes[0, 0]) - x0) < 1e-3
+
+
+def test_box_supervised_loads_no_masks(tiny_registered):
+    from detectron2.data import DatasetCatalog, DatasetMapper
+
+    from defect_det.data import build_defect_mapper
+
+    dicts = [d for d in DatasetCatalog.get(tiny_registered) if d.get("annotations")][:3]
+    for meta_arch in ("TemplateRCNN", "GeneralizedRCNN"):
+        for box_sup in (False, True):
+            cfg = _mask_cfg(**{"MODEL.META_ARCHITECTURE": meta_arch,
+                               "MODEL.ROI_MASK_HEAD.BOX_SUPERVISED": str(box_sup)})
+            mapper = build_defect_mapper(cfg, True, [tiny_registered])
+            assert isinstance(mapper, DatasetMapper)
+            for d in dicts:
+                inst = mapper(d)["instances"]
+                assert len(inst) == len(d["annotations"]) and inst.has("gt_boxes")
+                assert inst.has("gt_masks") != box_sup, (meta_arch, box_sup)
+                assert "segmentation" in d["annotations"][0]  # the dataset dicts are not modified
+
+
+def test_mask_training_needs_masks_in_a_readable_format(tiny_registered):
+    from detectron2.data import DatasetCatalog
+
+    from defect_det.data import build_defect_mapper
+
+    with pytest.raises(ValueError, match="INPUT.MASK_FORMAT 'bitmask'"):
+        build_defect_mapper(_mask_cfg(**{"INPUT.MASK_FORMAT": "polygon"}), True, [tiny_registered])
+    dicts = DatasetCatalog.get(tiny_registered)
+    partial = "test_synthetic_fabric_some_masks"
+    drop = next(d for d in dicts if d.get("annotations"))
+    DatasetCatalog.register(partial, lambda: [
+        dict(d, annotations=[{k: v for k, v in a.items() if k != "segmentation" or d is not drop}
+                             for a in d.get("annotations", [])]) for d in dicts])
+    try:
+        with pytest.raises(ValueError, match=f"{partial}.*have no 'segmentation'.*BOX_SUPERVISED"):
+            build_defect_mapper(_mask_cfg(), True, [partial])
+        build_defect_mapper(_mask_cfg(**{"MODEL.ROI_MASK_HEAD.BOX_SUPERVISED": "True"}), True, [partial])
+    finally:
+        DatasetCatalog.remove(partial)
 
 
 def test_unseen_families_disjoint(tiny):

@@ -4,12 +4,14 @@
 :class:`~defect_det.data.PairedDatasetMapper` for ``TemplateRCNN`` and a
 :class:`~defect_det.data.segdec_mapper.SegDecDatasetMapper` for ``SegDecNet``. Checks happen here, once, at
 data-loader construction rather than deep inside a worker: a template mode that needs a template
-per image fails on the first image without one (naming dataset and file), and PTG training fails
-if the training sets hold no defect-free image.
+per image fails on the first image without one (naming dataset and file), PTG training fails
+if the training sets hold no defect-free image, and mask training (``MODEL.MASK_ON`` without
+``MODEL.ROI_MASK_HEAD.BOX_SUPERVISED``) fails if an annotation has no ``segmentation`` or RLE masks
+meet ``INPUT.MASK_FORMAT: "polygon"``. With ``BOX_SUPERVISED`` no mapper loads masks.
 """
 from detectron2.data import DatasetCatalog, DatasetMapper
 
-from .paired_mapper import PairedDatasetMapper, template_usage
+from .paired_mapper import PairedDatasetMapper, mask_loading_args, template_usage
 from .segdec_mapper import SegDecDatasetMapper, select_segmented_files
 
 __all__ = ["build_defect_mapper", "needs_paired_mapper", "normal_image_files"]
@@ -41,6 +43,27 @@ def _check_templates(cfg, dataset_names):
             )
 
 
+def _check_masks(cfg, dataset_names):
+    """Mask training needs a mask on every annotation, in a form INPUT.MASK_FORMAT can read."""
+    for name in dataset_names:
+        dicts = DatasetCatalog.get(name)
+        annos = [(d["file_name"], a) for d in dicts for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
+        missing = [f for f, a in annos if not a.get("segmentation")]
+        if missing:
+            raise ValueError(
+                f"dataset {name!r}: {len(missing)} of {len(annos)} annotations have no 'segmentation' "
+                f"(first in {missing[0]}), but MODEL.MASK_ON trains the mask head on ground-truth masks. "
+                "Set MODEL.ROI_MASK_HEAD.BOX_SUPERVISED True to train it from boxes, or convert masks "
+                "for every box (tools/convert_tianchi.py reports masks dropped)."
+            )
+        rle = next((f for f, a in annos if isinstance(a["segmentation"], dict)), None)
+        if rle is not None and cfg.INPUT.MASK_FORMAT != "bitmask":
+            raise ValueError(
+                f"dataset {name!r}: RLE masks (first in {rle}) need INPUT.MASK_FORMAT 'bitmask', "
+                f"got {cfg.INPUT.MASK_FORMAT!r}"
+            )
+
+
 def build_defect_mapper(cfg, is_train: bool, dataset_names=()):
     """
     Args:
@@ -55,8 +78,10 @@ def build_defect_mapper(cfg, is_train: bool, dataset_names=()):
             dicts = [d for name in dataset_names for d in DatasetCatalog.get(name)]
             segmented = select_segmented_files(dicts, cfg.MODEL.SEGDEC.NUM_SEGMENTED)
         return SegDecDatasetMapper(cfg, is_train, segmented_files=segmented)
+    if is_train and cfg.MODEL.MASK_ON and not mask_loading_args(cfg):
+        _check_masks(cfg, dataset_names)
     if not needs_paired_mapper(cfg):
-        return DatasetMapper(cfg, is_train)
+        return DatasetMapper(cfg, is_train, **mask_loading_args(cfg))
     usage, needs_normals = template_usage(cfg, is_train)
     if usage == "required":
         _check_templates(cfg, dataset_names)

@@ -13,6 +13,9 @@ It reads the defect image I and its template T (``template_file_name`` of the da
 
 Output dict keys besides ``DatasetMapper``'s: ``template`` (3, H, W) uint8 tensor like ``image``
 (absent when the image has no template and none is required) and ``normal_image`` (3, H', W').
+Instance masks are handled by ``DatasetMapper``: with ``MODEL.MASK_ON`` the annotations'
+``segmentation`` becomes ``instances.gt_masks`` (N masks of the augmented H x W image, in the order
+of ``gt_boxes``), unless ``MODEL.ROI_MASK_HEAD.BOX_SUPERVISED`` (see :func:`mask_loading_args`).
 
 Reusable from any Detectron2 project: ``PairedDatasetMapper(cfg, is_train)`` or the explicit
 constructor arguments.
@@ -30,7 +33,7 @@ from detectron2.data import transforms as T
 
 from .template_ops import align_template, sample_misalignment, warp_template
 
-__all__ = ["PairedDatasetMapper", "template_usage"]
+__all__ = ["PairedDatasetMapper", "mask_loading_args", "template_usage"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,22 @@ def template_usage(cfg, is_train):
     else:
         usage = "unused"
     return usage, (mode == "ptg" and is_train)
+
+
+def mask_loading_args(cfg):
+    """
+    ``DatasetMapper`` arguments that switch mask loading off for box-supervised mask training.
+
+    Returns:
+        dict: ``{}`` when masks are loaded as Detectron2 does (``MODEL.MASK_ON`` and not
+        ``MODEL.ROI_MASK_HEAD.BOX_SUPERVISED``, or no mask head at all), else
+        ``{"use_instance_mask": False, "recompute_boxes": False}``: ``segmentation`` is dropped from
+        every annotation before the instances are built, so ``instances`` has no ``gt_masks`` (and
+        boxes are not recomputed from masks after a crop).
+    """
+    if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.BOX_SUPERVISED:
+        return {"use_instance_mask": False, "recompute_boxes": False}
+    return {}
 
 
 def _photometric(image, rng, strength):
@@ -127,6 +146,7 @@ class PairedDatasetMapper(DatasetMapper):
             photometric=t.PHOTOMETRIC,
             normal_pool=normal_pool,
         )
+        ret.update(mask_loading_args(cfg))
         return ret
 
     # ------------------------------------------------------------------ template

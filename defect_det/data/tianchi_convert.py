@@ -7,7 +7,8 @@ command-line front end is ``tools/convert_tianchi.py``; the output is read by
 Public API:
 
 - :func:`convert_fabric` (``defect/<stem>/<stem>.jpg`` + ``template_<prefix>.jpg``, ``normal/...``,
-  ``Annotations/*.json`` lists of ``{"name", "defect_name", "bbox": [x0, y0, x1, y1]}``),
+  ``Annotations/*.json`` lists of ``{"name", "defect_name", "bbox": [x0, y0, x1, y1]}``, optionally
+  with a ``"segmentation"`` mask, see below),
 - :func:`convert_aluminum` (images with a LabelMe ``X.json`` beside each ``X.jpg``; images without
   one are normal only inside a normal folder such as ``无瑕疵样本``),
 - :class:`TianchiFormatError` (bad input; names the file, the entry index and its name),
@@ -18,7 +19,8 @@ split), one COCO file each:
 
 - ``images``: ``id, file_name, height, width, is_normal`` (+ ``template_file_name`` for fabric);
   paths are relative to ``image_root`` (POSIX separators) so the dataset folder can move,
-- ``annotations``: ``id, image_id, category_id, bbox`` (XYWH floats), ``area`` (w*h), ``iscrowd`` 0,
+- ``annotations``: ``id, image_id, category_id, bbox`` (XYWH floats), ``area`` (w*h of the box, also
+  when there is a mask), ``iscrowd`` 0, and ``segmentation`` when the input entry had a valid one,
 - ``categories``: every class of the dataset in the paper's table order, ``{"id": i + 1, "name":
   english, "name_zh": chinese}``,
 - ``info``: ``description, dataset, source_roots, annotation_files, split, seed, test_size,
@@ -31,6 +33,18 @@ image found on disk is either written or dropped for a counted reason, and every
 :class:`TianchiFormatError`; in lenient mode the offending entry/image is skipped and counted, with
 the first few examples kept in ``report["examples"]``. Output files are written only after the whole
 input has been read, so a strict failure writes nothing.
+
+Masks (fabric only; the real releases have none, the synthetic one has exact masks): an entry may
+carry ``"segmentation"``, either COCO RLE ``{"size": [h, w], "counts": str | list[int]}`` with
+``size`` equal to its image's (height, width) and counts that decode to exactly h*w pixels, or COCO
+polygons ``[[x1, y1, x2, y2, ...], ...]`` (>= 6 numbers, an even count, per polygon). It is written
+unchanged (RLE as ``{"size", "counts"}``, polygon coordinates as floats). ``null`` means no mask.
+Masks are accounted like boxes: ``report["masks_in"] == report["masks_written"] +
+sum(report["masks_dropped"].values())``. An invalid mask is a problem (strict: error naming file and
+entry; lenient: the mask is dropped and counted, its box kept); a mask without foreground pixels (or
+polygons of zero area) is dropped and counted, its box kept; a dropped box takes its mask with it; a
+clipped box keeps its mask unchanged (an RLE mask is image-sized already, polygons are cut at the
+image border when rasterised) and is counted.
 """
 import json
 import math
@@ -42,7 +56,7 @@ from .datasets.tianchi_categories import DATASET_CATEGORIES, name_to_category_id
 
 __all__ = ["TianchiFormatError", "convert_fabric", "convert_aluminum", "format_report"]
 
-CONVERTER_VERSION = "1.0"
+CONVERTER_VERSION = "1.1"  # 1.1: optional "segmentation" masks
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_EXAMPLES = 5
 
@@ -74,6 +88,7 @@ FILE_REASONS = OrderedDict([
 ])
 NOTE_REASONS = OrderedDict([
     ("clipped", "boxes clipped to the image (kept)"),
+    ("mask_of_clipped_box", "masks of clipped boxes (kept unchanged)"),
     ("defect_image_without_annotations", "defect images without any annotation (kept, no boxes)"),
     ("defect_image_all_boxes_dropped", "defect images whose boxes were all dropped (kept, no boxes)"),
     ("annotated_image_in_normal_folder", "images in a normal folder with LabelMe shapes (kept as defect)"),
@@ -81,9 +96,15 @@ NOTE_REASONS = OrderedDict([
     ("labelme_size_mismatch", "LabelMe imageWidth/imageHeight differ from the image (image size used)"),
     ("unrelated_json_ignored", "JSON files without an image beside them that are not LabelMe (ignored)"),
 ])
+# mask reasons drop one mask each (never its box)
+MASK_REASONS = OrderedDict([
+    ("bad_mask", "masks dropped as invalid (box kept): not RLE / polygons, wrong size, bad counts"),
+    ("empty_mask", "masks dropped: no foreground pixel / zero-area polygons (box kept)"),
+    ("mask_of_dropped_box", "masks dropped with their box (see box reasons)"),
+])
 ALL_REASONS = OrderedDict(
     list(BOX_REASONS.items()) + list(IMAGE_REASONS.items()) + list(FILE_REASONS.items())
-    + list(NOTE_REASONS.items())
+    + list(MASK_REASONS.items()) + list(NOTE_REASONS.items())
 )
 
 
@@ -185,6 +206,85 @@ def _number(v):
     return v if math.isfinite(v) else None
 
 
+def _int(v):
+    """v for an int (not bool), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _rle_string_counts(s):
+    """
+    Run lengths of a COCO compressed RLE ``counts`` string, or None if it is not one. Format: each
+    count is written in 5-bit groups, least significant first, as characters ``chr(48 + group)``
+    with 0x20 set on every group but the last and 0x10 of the last group the sign; from the 4th count
+    on, the value stored is the difference to the count two places before.
+    """
+    counts, p, n = [], 0, len(s)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None  # the last count is cut off
+            c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _check_segmentation(segm, width, height):
+    """
+    Validate a COCO ``segmentation`` of an image of ``height`` x ``width`` pixels (pure Python).
+
+    Returns:
+        (mask, problem, area): ``(segm to write, None, foreground pixels or polygon area)`` if
+        valid, ``(None, "<what is wrong>", 0)`` if not.
+    """
+    if isinstance(segm, dict):
+        if set(segm) != {"size", "counts"}:
+            return None, f"segmentation RLE must have exactly the keys 'size' and 'counts', got {sorted(segm)}", 0
+        size = segm["size"]
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or any(_int(v) is None for v in size):
+            return None, f"segmentation RLE size must be [height, width] ints, got {size!r}", 0
+        if list(size) != [height, width]:
+            return None, (f"segmentation RLE size [h, w] = {list(size)} differs from the image size "
+                          f"[{height}, {width}]"), 0
+        counts = segm["counts"]
+        if isinstance(counts, str):
+            runs = _rle_string_counts(counts)
+            if runs is None:
+                return None, f"segmentation RLE counts {counts[:40]!r} is not a COCO compressed RLE string", 0
+        elif isinstance(counts, list) and all(_int(v) is not None for v in counts):
+            runs = counts
+        else:
+            return None, "segmentation RLE counts must be a compressed string or a list of ints", 0
+        if any(v < 0 for v in runs) or sum(runs) != height * width:
+            return None, (f"segmentation RLE counts decode to {sum(runs)} pixels with "
+                          f"{sum(1 for v in runs if v < 0)} negative runs, expected {height * width} "
+                          f"({height}x{width}) and none"), 0
+        return {"size": [height, width], "counts": counts}, None, sum(runs[1::2])
+    if isinstance(segm, list) and segm:
+        out, area = [], 0.0
+        for j, poly in enumerate(segm):
+            xy = [_number(v) for v in poly] if isinstance(poly, list) else None
+            if xy is None or len(xy) < 6 or len(xy) % 2 or None in xy:
+                return None, (f"segmentation polygon {j} must be a list of >= 6 numbers (x1, y1, x2, y2, "
+                              f"...; an even count), got {str(poly)[:80]}"), 0
+            xs, ys = xy[0::2], xy[1::2]
+            area += abs(sum(xs[k] * ys[k - 1] - xs[k - 1] * ys[k] for k in range(len(xs)))) / 2
+            out.append(xy)
+        return out, None, area
+    return None, (f"segmentation must be an RLE dict {{'size', 'counts'}} or a non-empty list of polygons, "
+                  f"got {str(segm)[:80]}"), 0
+
+
 def _load_json(path):
     with open(path, "r", encoding="utf-8-sig") as f:
         return json.load(f)
@@ -227,26 +327,34 @@ def _prepare_roots(roots, image_root):
 
 
 def _finalize_boxes(img, log):
-    """Dedupe, drop degenerate/outside boxes, clip the rest; returns the kept (cat, x0, y0, x1, y1)."""
+    """
+    Dedupe, drop degenerate/outside boxes, clip the rest; returns the kept (cat, x0, y0, x1, y1,
+    mask) with ``mask`` None or the validated ``segmentation`` (unchanged, also when clipped).
+    """
     w, h = img["width"], img["height"]
     kept, seen = [], set()
-    for cat, x0, y0, x1, y1, src in img["raw_boxes"]:
+    for cat, x0, y0, x1, y1, src, mask in img["raw_boxes"]:
         key = (cat, x0, y0, x1, y1)
         desc = f"{src}: [{x0:g}, {y0:g}, {x1:g}, {y1:g}] in {w}x{h} image {img['path']}"
+        reason = None
         if key in seen:
-            log.count("duplicate", desc)
-            continue
+            reason = "duplicate"
+        elif x1 <= x0 or y1 <= y0:
+            reason = "degenerate"
+        elif x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
+            reason = "outside_image"
         seen.add(key)
-        if x1 <= x0 or y1 <= y0:
-            log.count("degenerate", desc)
-            continue
-        if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
-            log.count("outside_image", desc)
+        if reason is not None:
+            log.count(reason, desc)
+            if mask is not None:
+                log.count("mask_of_dropped_box", f"{desc} ({reason})")
             continue
         c = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
         if c != (x0, y0, x1, y1):
             log.count("clipped", desc)
-        kept.append((cat,) + c)
+            if mask is not None:
+                log.count("mask_of_clipped_box", desc)
+        kept.append((cat,) + c + (mask,))
     return sorted(kept, key=lambda b: (b[1], b[2], b[3], b[4], b[0]))
 
 
@@ -298,6 +406,7 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
     cats = [{"id": i + 1, "name": en, "name_zh": zh} for i, (en, zh) in enumerate(categories)]
     os.makedirs(out_dir, exist_ok=True)
     outputs, images_written, normal_written, boxes_split = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
+    masks_split = OrderedDict()
     ann_id = 0
     coco_files = []
     for part, idxs in parts.items():
@@ -310,11 +419,14 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
                 entry["template_file_name"] = img["template_file_name"]
             entry["is_normal"] = bool(img["is_normal"])
             coco_images.append(entry)
-            for cat, x0, y0, x1, y1 in img["boxes"]:
+            for cat, x0, y0, x1, y1, mask in img["boxes"]:
                 ann_id += 1
                 bw, bh = x1 - x0, y1 - y0
-                coco_anns.append({"id": ann_id, "image_id": i + 1, "category_id": cat,
-                                  "bbox": [x0, y0, bw, bh], "area": bw * bh, "iscrowd": 0})
+                ann = {"id": ann_id, "image_id": i + 1, "category_id": cat,
+                       "bbox": [x0, y0, bw, bh], "area": bw * bh, "iscrowd": 0}
+                if mask is not None:
+                    ann["segmentation"] = mask
+                coco_anns.append(ann)
         name = f"{prefix}_{part}.json" if split else f"{prefix}.json"
         path = os.path.join(out_dir, name)
         info = {
@@ -333,10 +445,12 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
         images_written[part] = len(coco_images)
         normal_written[part] = sum(1 for e in coco_images if e["is_normal"])
         boxes_split[part] = len(coco_anns)
+        masks_split[part] = sum(1 for a in coco_anns if "segmentation" in a)
     for path, coco in coco_files:
         _write_json(path, coco)
 
     boxes_dropped = OrderedDict((r, log.counts[r]) for r in BOX_REASONS if log.counts.get(r))
+    masks_dropped = OrderedDict((r, log.counts[r]) for r in MASK_REASONS if log.counts.get(r))
     report.update({
         "boxes_written": sum(per_class),
         "boxes_per_class": OrderedDict((en, per_class[i]) for i, (en, _) in enumerate(categories)),
@@ -346,6 +460,9 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
         "images_written": images_written,
         "normal_images_written": normal_written,
         "boxes_written_per_split": boxes_split,
+        "masks_written": sum(masks_split.values()),
+        "masks_dropped": masks_dropped,
+        "masks_written_per_split": masks_split,
         "issues": OrderedDict((r, log.counts[r]) for r in ALL_REASONS if log.counts.get(r)),
         "examples": OrderedDict((r, list(log.examples[r])) for r in ALL_REASONS if r in log.examples),
         "outputs": outputs,
@@ -353,6 +470,7 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
     })
     # the accounting identities this module promises
     assert report["boxes_in"] == report["boxes_written"] + sum(boxes_dropped.values()), report
+    assert report["masks_in"] == report["masks_written"] + sum(masks_dropped.values()), report
     found = report["images_found"]["defect"] + report["images_found"]["normal"]
     assert found == n + sum(report["images_dropped"].values()), report
     if verbose:
@@ -364,7 +482,7 @@ def _new_report(dataset, strict, roots, image_root):
     return OrderedDict([
         ("dataset", dataset), ("mode", "strict" if strict else "lenient"), ("roots", roots),
         ("image_root", image_root), ("images_found", OrderedDict([("defect", 0), ("normal", 0)])),
-        ("annotation_files", []), ("boxes_in", 0),
+        ("annotation_files", []), ("boxes_in", 0), ("masks_in", 0),
     ])
 
 
@@ -380,6 +498,8 @@ def format_report(report):
         f"  boxes written: {r['boxes_written']} = boxes in {r['boxes_in']} - dropped "
         f"{sum(r['boxes_dropped'].values())}",
         "  boxes per class: " + ", ".join(f"{k} {v}" for k, v in r["boxes_per_class"].items()),
+        f"  masks in: {r['masks_in']}; annotations written with a mask: {r['masks_written']} of "
+        f"{r['boxes_written']} (= masks in {r['masks_in']} - dropped {sum(r['masks_dropped'].values())})",
         "  images written: " + ", ".join(
             f"{p} {n} (normal {r['normal_images_written'][p]}, boxes {r['boxes_written_per_split'][p]}) "
             f"-> {r['outputs'][p]}" for p, n in r["images_written"].items()),
@@ -408,6 +528,59 @@ def _fabric_template(img_path):
         if os.path.isfile(p):
             return p
     return None
+
+
+def _read_fabric_entry(entry, i, afile, index, stems, roots, lookup, log):
+    """
+    Validate entry ``i`` of annotation file ``afile`` and add its box (and mask) to its image's
+    ``raw_boxes``. Returns True if added, False if the box was dropped (counted; raises if strict).
+    """
+    if not isinstance(entry, dict):
+        log.problem("not_an_object", afile, f"expected an object, got {type(entry).__name__}", i)
+        return False
+    name = entry.get("name")
+    missing = [k for k in ("name", "defect_name", "bbox") if k not in entry]
+    if missing:
+        log.problem("missing_key", afile, f"missing key(s) {missing}", i, name)
+        return False
+    bbox = entry["bbox"]
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        n = len(bbox) if isinstance(bbox, (list, tuple)) else type(bbox).__name__
+        log.problem("bad_bbox", afile, f"bbox must be 4 numbers [xmin, ymin, xmax, ymax], got {n}: {bbox!r}", i, name)
+        return False
+    coords = [_number(v) for v in bbox]
+    if any(c is None for c in coords):
+        log.problem("bad_bbox", afile, f"bbox has non-numeric / non-finite values: {bbox!r}", i, name)
+        return False
+    cat = lookup(entry["defect_name"])
+    if cat is None:
+        log.problem("unknown_class", afile, f"unknown class {entry['defect_name']!r}", i, name)
+        return False
+    img = index.get(os.path.basename(name)) if isinstance(name, str) else None
+    if img is None and isinstance(name, str):
+        img = stems.get(os.path.splitext(os.path.basename(name))[0])
+    if img is None:
+        log.problem("image_not_found", afile,
+                    f"image not found under defect/ or normal/ of {', '.join(roots)}", i, name)
+        return False
+    if img["is_normal"]:
+        log.problem("annotation_on_normal_image", afile,
+                    f"annotates an image in a normal/ folder: {img['path']}", i, name)
+        return False
+    img["n_entries"] += 1
+    if not img["ok"]:
+        log.count("image_dropped", _describe(afile, f"its image {img['path']} was dropped", i, name))
+        return False
+    mask = None
+    if entry.get("segmentation") is not None:
+        mask, problem, area = _check_segmentation(entry["segmentation"], img["width"], img["height"])
+        if problem is not None:
+            log.problem("bad_mask", afile, f"{problem} (image {img['path']}); the box is kept in --lenient", i, name)
+        elif area == 0:
+            log.count("empty_mask", _describe(afile, "mask has no foreground pixel (box kept)", i, name))
+            mask = None
+    img["raw_boxes"].append((cat, *coords, _where(afile, i, name), mask))
+    return True
 
 
 def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_size=500, split=True,
@@ -506,43 +679,10 @@ def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_siz
             continue
         for i, entry in enumerate(data):
             report["boxes_in"] += 1
-            if not isinstance(entry, dict):
-                log.problem("not_an_object", afile, f"expected an object, got {type(entry).__name__}", i)
-                continue
-            name = entry.get("name")
-            missing = [k for k in ("name", "defect_name", "bbox") if k not in entry]
-            if missing:
-                log.problem("missing_key", afile, f"missing key(s) {missing}", i, name)
-                continue
-            bbox = entry["bbox"]
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-                n = len(bbox) if isinstance(bbox, (list, tuple)) else type(bbox).__name__
-                log.problem("bad_bbox", afile, f"bbox must be 4 numbers [xmin, ymin, xmax, ymax], got {n}: {bbox!r}", i, name)
-                continue
-            coords = [_number(v) for v in bbox]
-            if any(c is None for c in coords):
-                log.problem("bad_bbox", afile, f"bbox has non-numeric / non-finite values: {bbox!r}", i, name)
-                continue
-            cat = lookup(entry["defect_name"])
-            if cat is None:
-                log.problem("unknown_class", afile, f"unknown class {entry['defect_name']!r}", i, name)
-                continue
-            img = index.get(os.path.basename(name)) if isinstance(name, str) else None
-            if img is None and isinstance(name, str):
-                img = stems.get(os.path.splitext(os.path.basename(name))[0])
-            if img is None:
-                log.problem("image_not_found", afile,
-                            f"image not found under defect/ or normal/ of {', '.join(roots)}", i, name)
-                continue
-            if img["is_normal"]:
-                log.problem("annotation_on_normal_image", afile,
-                            f"annotates an image in a normal/ folder: {img['path']}", i, name)
-                continue
-            img["n_entries"] += 1
-            if not img["ok"]:
-                log.count("image_dropped", _describe(afile, f"its image {img['path']} was dropped", i, name))
-                continue
-            img["raw_boxes"].append((cat, *coords, _where(afile, i, name)))
+            has_mask = isinstance(entry, dict) and entry.get("segmentation") is not None
+            report["masks_in"] += int(has_mask)
+            if not _read_fabric_entry(entry, i, afile, index, stems, roots, lookup, log) and has_mask:
+                log.count("mask_of_dropped_box", _describe(afile, "its box was dropped", i, entry.get("name")))
 
     return _finish("fabric", images, log, report, roots=roots, anno_files=anno_files, out_dir=out_dir,
                    prefix=prefix, test_size=test_size, split=split, seed=seed, image_root=image_root,
@@ -584,7 +724,7 @@ def _labelme_shapes(jpath, data, lookup, log, report):
             log.problem("unknown_class", jpath, f"unknown class {label!r}", i, label)
             continue
         xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
-        boxes.append((cat, min(xs), min(ys), max(xs), max(ys), _where(jpath, i, label)))
+        boxes.append((cat, min(xs), min(ys), max(xs), max(ys), _where(jpath, i, label), None))
     return boxes
 
 

@@ -7,6 +7,11 @@ adds them to every dataset dict:
 
 - ``template_file_name`` (str, absolute or relative to the CWD like ``file_name``; absent if none)
 - ``is_normal`` (bool)
+
+An annotation's optional ``segmentation`` (COCO RLE ``{"size": [h, w], "counts": str}`` or polygons,
+as the converter writes it for the synthetic fabric data) is kept by ``load_coco_json`` itself and
+becomes ``instances.gt_masks`` in the mappers when ``MODEL.MASK_ON`` (RLE needs
+``INPUT.MASK_FORMAT: "bitmask"``).
 """
 import json
 import logging
@@ -48,7 +53,8 @@ def load_tianchi_json(json_file, image_root, dataset_name=None, require_template
         require_templates (bool): raise if an image has no ``template_file_name``.
 
     Returns:
-        list[dict]: Detectron2 standard dataset dicts, plus ``template_file_name`` / ``is_normal``.
+        list[dict]: Detectron2 standard dataset dicts, plus ``template_file_name`` / ``is_normal``;
+        annotations keep ``segmentation`` where the file has one.
     """
     dicts = load_coco_json(json_file, image_root, dataset_name)
     extras = _read_image_extras(json_file)

@@ -11,7 +11,10 @@ the trainers are exercised end to end without downloading anything::
         normal/<stem>/<stem>.jpg              # defect-free image
         normal/<stem>/template_<prefix>.jpg
         Annotations/anno_train.json           # [{"name": "<stem>.jpg", "defect_name": <Chinese>,
-                                              #   "bbox": [xmin, ymin, xmax, ymax]}, ...] one per box
+                                              #   "bbox": [xmin, ymin, xmax, ymax],
+                                              #   "segmentation": {"size": [H, W], "counts": <str>}},
+                                              #  ...] one per box; "segmentation" is an extra key of
+                                              #  the synthetic data (the real release has no masks)
       unseen_texture/                         # same layout, only the held-out texture families
       meta.json                               # generator version, config, per-image records
 
@@ -27,7 +30,11 @@ Model of the data
   and ``rotation``; :func:`align_template` undoes them.
 * Defects are painted on the aligned clean crop (float32 BGR in [0, 1]); each box is the tight
   bounding box of the pixels the defect visibly changed (difference > 25 % of the defect's own peak
-  change), so boxes are tight, inside the image and non-degenerate.
+  change), so boxes are tight, inside the image and non-degenerate. Those pixels are also the
+  defect's exact mask, written as COCO compressed RLE (``pycocotools.mask.encode`` of the HxW uint8
+  mask, ``counts`` as str): the mask's tight box is exactly ``bbox``. A mask is the set of pixels the
+  defect changed when it was painted; a later defect of the same image may paint over part of it
+  (boxes overlap by IoU <= 0.3), and the earlier mask is left as it was.
 * Determinism: every random number comes from ``numpy.random.default_rng(SeedSequence([seed,
   release, kind, piece, ...]))``; the per-release plan (family, image count and primary defect type of
   every piece) comes from a release-level stream. Output bytes depend only on the config.
@@ -40,7 +47,7 @@ fabric classes (all but 其他 "others"); ``misprinting`` and ``broken_figures``
 Public API: :class:`SyntheticFabricConfig`, :func:`generate_fabric_dataset`, :func:`make_preview`,
 :func:`format_summary`, :func:`align_template`, :data:`TEXTURE_FAMILIES`, :data:`PRINTED_FAMILIES`,
 :data:`DEFECT_TYPES`.
-Only numpy and OpenCV are needed.
+Only numpy, OpenCV and pycocotools (the RLE encoding) are needed.
 """
 import dataclasses
 import hashlib
@@ -1049,23 +1056,38 @@ _DEFECT_FNS = {
 assert set(_DEFECT_FNS) == set(DEFECT_TYPES)
 
 
-def _diff_box(before, after, rel=0.25, abs_min=0.02):
+def _diff_region(before, after, rel=0.25, abs_min=0.02):
     """
-    Tight box ``[x0, y0, x1, y1]`` (ints, x1/y1 exclusive) of the pixels visibly changed between two
-    HxWx3 float32 images, or None if the change is too small to see.
+    The pixels visibly changed between two HxWx3 float32 images: those whose max-channel absolute
+    change is ``>= max(abs_min, rel * peak)`` (``peak`` = 99th percentile of the changes above
+    ``abs_min``).
+
+    Returns:
+        (box, mask): ``box`` = tight box ``[x0, y0, x1, y1]`` of those pixels (ints, x1/y1
+        exclusive), ``mask`` = HxW bool array of exactly those pixels (so ``box`` is the tight box
+        of ``mask``); ``(None, None)`` if the change is too small to see.
     """
     d = np.abs(after - before).max(axis=2)
     changed = d[d > abs_min]
     if changed.size < 2:
-        return None
+        return None, None
     peak = float(np.percentile(changed, 99))
     if peak < 1.5 * abs_min:
-        return None
-    ys, xs = np.nonzero(d >= max(abs_min, rel * peak))
+        return None, None
+    mask = d >= max(abs_min, rel * peak)
+    ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return None
+        return None, None
     box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    return box
+    return box, mask
+
+
+def _encode_mask(mask):
+    """COCO compressed RLE ``{"size": [h, w], "counts": str}`` of an HxW bool mask (pycocotools)."""
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return OrderedDict([("size", [int(v) for v in rle["size"]]), ("counts", rle["counts"].decode("ascii"))])
 
 
 def _iou(a, b):
@@ -1179,7 +1201,8 @@ def _make_piece(cfg, release, kind, index, plan):
     Render one piece: template + its images.
 
     Returns:
-        (prefix, template uint8 HxWx3, list of (stem, image uint8 HxWx3, record dict))
+        (prefix, template uint8 HxWx3, list of (stem, image uint8 HxWx3, record dict, masks)),
+        ``masks`` = one HxW bool array per entry of ``record["boxes"]`` (see :func:`_paint_defects`).
     """
     W, H = cfg.width, cfg.height
     S = min(W, H)
@@ -1206,53 +1229,64 @@ def _make_piece(cfg, release, kind, index, plan):
         dx, dy = dx + 0.0, dy + 0.0  # no negative zero in JSON
         img = _capture(tex.image, pad, W, H, dx, dy, rot)
         stem = f"{prefix}_{k}"
-        boxes = []
+        boxes, masks = [], []
         if kind == "defect":
             layers = None
             if tex.ground is not None:
                 layers = {name: _capture(getattr(tex, name), pad, W, H, dx, dy, rot)
                           for name in ("ground", "print_premul", "print_alpha")}
             ctx = _Ctx(H, W, tex.thread_angle, layers, tex.motif_period, cfg.contrast_scale)
-            img, boxes = _paint_defects(img, ctx, r, cfg, family, plan["primaries"][k])
+            img, boxes, masks = _paint_defects(img, ctx, r, cfg, family, plan["primaries"][k])
         arr = _photometric(img, r, cfg)
         rec = OrderedDict([
             ("stem", stem), ("release", release), ("kind", kind), ("prefix", prefix), ("family", family),
             ("defect_types", [b["type"] for b in boxes]), ("shift_dx", dx), ("shift_dy", dy),
             ("rotation", rot), ("boxes", boxes), ("texture", tex.params),
         ])
-        out.append((stem, arr, rec))
+        out.append((stem, arr, rec, masks))
     return prefix, template, out
 
 
 def _paint_defects(img, ctx, rng, cfg, family, primary):
-    """Paint the primary defect + 0..2 random extra ones; returns (image, list of box dicts)."""
+    """
+    Paint the primary defect + 0..2 random extra ones.
+
+    Returns:
+        (image, boxes, masks): ``boxes`` a list of ``{"type", "defect_name", "bbox"}`` dicts,
+        ``masks`` the parallel list of HxW bool masks: the pixels that defect changed *when it was
+        painted* (:func:`_diff_region`; its box is the tight box of its mask). A later defect may
+        paint over part of an earlier one; the earlier mask is not updated (boxes overlap by at most
+        IoU 0.3), so masks of one image can overlap.
+    """
     app = _applicable_types(family, cfg.defect_types)
     n_extra = int(rng.choice([0, 1, 2], p=[0.6, 0.28, 0.12]))
     n_extra = min(n_extra, cfg.max_defects_per_image - 1)
     types = [primary] + [app[int(rng.integers(len(app)))] for _ in range(n_extra)]
     types.sort(key=lambda t: 0 if t in _REGION_DEFECTS else 1)  # stable: region-replacing ones first
-    boxes = []
+    boxes, masks = [], []
     for t in types:
         for attempt in range(8):
             cand = _DEFECT_FNS[t](img, ctx, rng)
-            box = _diff_box(img, cand)
+            box, mask = _diff_region(img, cand)
             if box is None or any(_iou(box, b["bbox"]) > 0.3 for b in boxes):
                 continue
             img = cand
             boxes.append({"type": t, "defect_name": DEFECT_TYPES[t], "bbox": box})
+            masks.append(mask)
             break
     if not boxes:  # the primary never became visible (e.g. misprint over an empty area): fall back
         fallback = "stained" if "stained" in app else app[0]
         for attempt in range(20):
             cand = _DEFECT_FNS[fallback](img, ctx, rng)
-            box = _diff_box(img, cand)
+            box, mask = _diff_region(img, cand)
             if box is not None:
                 img = cand
                 boxes.append({"type": fallback, "defect_name": DEFECT_TYPES[fallback], "bbox": box})
+                masks.append(mask)
                 break
     if not boxes:
         raise RuntimeError("synthetic fabric: could not paint a visible defect")  # pragma: no cover
-    return img, boxes
+    return img, boxes, masks
 
 
 def _imwrite(path, img, quality):
@@ -1324,15 +1358,16 @@ def generate_fabric_dataset(out_dir, cfg: Optional[SyntheticFabricConfig] = None
         for kind in ("defect", "normal"):
             for index, plan in enumerate(plans[kind]):
                 prefix, template, items = _make_piece(cfg, release, kind, index, plan)
-                for stem, arr, rec in items:
+                for stem, arr, rec, masks in items:
                     d = os.path.join(root, kind, stem)
                     os.makedirs(d, exist_ok=True)
                     _imwrite(os.path.join(d, f"{stem}.jpg"), arr, cfg.jpeg_quality)
                     _imwrite(os.path.join(d, f"template_{prefix}.jpg"), template, cfg.jpeg_quality)
                     rs[f"{kind}_images"] += 1
-                    for b in rec["boxes"]:
+                    for b, m in zip(rec["boxes"], masks):
                         annos.append(OrderedDict([("name", f"{stem}.jpg"), ("defect_name", b["defect_name"]),
-                                                  ("bbox", [float(v) for v in b["bbox"]])]))
+                                                  ("bbox", [float(v) for v in b["bbox"]]),
+                                                  ("segmentation", _encode_mask(m))]))
                         rs["boxes_per_class"][b["defect_name"]] = rs["boxes_per_class"].get(b["defect_name"], 0) + 1
                         rs["boxes_per_type"][b["type"]] = rs["boxes_per_type"].get(b["type"], 0) + 1
                         x0, y0, x1, y1 = b["bbox"]
