@@ -122,6 +122,9 @@ def add_segdec_config(cfg):
     # Mixed supervision: how many defective training images keep their pixel labels (the first N
     # in dataset order); the other defective images contribute only L_cls. -1 = all.
     _c.NUM_SEGMENTED = -1
+    # Training augmentation of SegDecDatasetMapper (not in the paper, which uses none): "none",
+    # "horizontal", "vertical" or "both"; each direction flipped with probability 1/2.
+    _c.FLIP = "none"
     # Probability threshold binarising the defect map for the pixel-level Dice / IoU.
     _c.PIXEL_THRESHOLD = 0.5
     # With DATALOADER.SAMPLER_TRAIN "FrequencyOfUseSampler": "balanced" (least-used negatives

@@ -6,7 +6,9 @@ Per image (``MODEL.SEGDEC.*`` keys in brackets):
    (``sem_seg_file_name``: nonzero = defect; or the Severstal ``rle`` dict, all classes merged;
    defect-free images without either get an all-zero mask);
 2. resize both to ``INPUT_SIZE`` (H, W) (image: area / bilinear, mask: nearest);
-3. training targets: the mask dilated by a ``DILATE`` x ``DILATE`` square; its distance-transform
+3. training only, optional (``FLIP``): the same random horizontal and/or vertical flip of image and
+   mask (each direction with probability 1/2; "none" by default, as the paper);
+4. training targets: the mask dilated by a ``DILATE`` x ``DILATE`` square; its distance-transform
    weights ``w = (edt / max edt) ** P * OMEGA`` on defect pixels, 1 elsewhere (``WEIGHTED_SEG_LOSS``,
    else 1 everywhere); then both averaged over 8x8 blocks: ``seg_target`` (H/8, W/8) in [0, 1] (soft
    target) and ``seg_weight`` (H/8, W/8).
@@ -40,6 +42,7 @@ __all__ = ["SegDecDatasetMapper", "distance_transform_weights", "segdec_targets"
 
 STRIDE = 8
 _CHANNELS = {"L": 1, "RGB": 3, "BGR": 3}
+_FLIPS = {"none": (), "horizontal": (1,), "vertical": (0,), "both": (1, 0)}  # numpy axes of (H, W, C)
 
 
 def distance_transform_weights(mask: np.ndarray, p: float, omega: float) -> np.ndarray:
@@ -124,12 +127,14 @@ class SegDecDatasetMapper:
     @configurable
     def __init__(self, is_train: bool, *, image_format: str, input_size, dilate: int = 1,
                  weighted_seg_loss: bool = False, dt_p: float = 1.0, dt_omega: float = 1.0,
-                 segmented_files: Optional[Set[str]] = None):
+                 segmented_files: Optional[Set[str]] = None, flip: str = "none"):
         """
         Args:
             image_format: "L", "RGB" or "BGR".
             input_size: (H, W), multiples of 8.
             dilate, weighted_seg_loss, dt_p, dt_omega: label dilation and DT weights.
+            flip: training augmentation: "none", "horizontal", "vertical" or "both" (each direction
+                flipped with probability 1/2, image and mask alike).
             segmented_files: training only: defective images whose pixel labels are used
                 (None = all).
         """
@@ -140,6 +145,8 @@ class SegDecDatasetMapper:
         if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
             raise ValueError(f"MODEL.SEGDEC.INPUT_SIZE must be positive multiples of {STRIDE}, "
                              f"got {tuple(input_size)}")
+        if flip not in _FLIPS:
+            raise ValueError(f"MODEL.SEGDEC.FLIP must be one of {list(_FLIPS)}, got {flip!r}")
         if int(dilate) < 1:
             raise ValueError(f"MODEL.SEGDEC.DILATE must be >= 1, got {dilate}")
         self.is_train = is_train
@@ -149,6 +156,7 @@ class SegDecDatasetMapper:
         self.weighted_seg_loss = weighted_seg_loss
         self.dt_p, self.dt_omega = float(dt_p), float(dt_omega)
         self.segmented_files = segmented_files
+        self.flip_axes = _FLIPS[flip] if is_train else ()
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, segmented_files: Optional[Set[str]] = None):
@@ -160,7 +168,7 @@ class SegDecDatasetMapper:
         return {"is_train": is_train, "image_format": fmt, "input_size": tuple(c.INPUT_SIZE),
                 "dilate": c.DILATE, "weighted_seg_loss": c.WEIGHTED_SEG_LOSS,
                 "dt_p": c.WEIGHTED_SEG_LOSS_P, "dt_omega": c.WEIGHTED_SEG_LOSS_OMEGA,
-                "segmented_files": segmented_files if is_train else None}
+                "segmented_files": segmented_files if is_train else None, "flip": c.FLIP}
 
     def _read_image(self, d):
         path = d["file_name"]
@@ -184,6 +192,12 @@ class SegDecDatasetMapper:
                 image = image[:, :, None]
             if mask is not None:
                 mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        for axis in self.flip_axes:
+            if np.random.rand() < 0.5:
+                image = np.flip(image, axis)
+                mask = np.flip(mask, axis) if mask is not None else None
+        image = np.ascontiguousarray(image)
+        mask = np.ascontiguousarray(mask) if mask is not None else None
         label = int(d["label"])
         if label not in (0, 1):
             raise ValueError(f"{d['file_name']}: label must be 0 or 1, got {d['label']!r}")
