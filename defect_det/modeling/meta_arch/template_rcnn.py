@@ -16,6 +16,12 @@ the model equal the baseline's (baseline / model-zoo checkpoints load unchanged)
 FPN is used as is. ``MODEL.TEMPLATE.POST`` (TR-Post, eq. 10) runs the backbone on
 [images; templates] at inference and lets the RDDN ROI heads rescore every proposal.
 
+A mask head that reads the input images (``needs_images``, e.g. ``BoxSupervisedMaskHead``'s
+affinity loss and refinement, projects/WeakMask/README.md) gets the images in their pixel values
+(TR-Pre too: the image itself, not the difference the backbone sees) and the templates where
+present (:meth:`TemplateRCNN.pixel_inputs`), through its ``input_images`` context, opened around
+every ROI heads call.
+
 Inputs (dicts from :class:`~defect_det.data.PairedDatasetMapper`): ``image`` (3, H, W),
 ``template`` (3, H, W) (pre / inter; optional for POST), ``normal_image`` (3, H', W') and
 ``is_normal`` (PTG training), plus the usual ``instances`` / ``height`` / ``width``.
@@ -184,6 +190,39 @@ class TemplateRCNN(GeneralizedRCNN):
         features[TEMPLATE_VALID_KEY] = valid
         return features
 
+    # ------------------------------------------------------------------ mask head
+    def pixel_inputs(self, images: ImageList, batched_inputs, with_templates: bool = True):
+        """
+        The batch's images, and templates, in their input pixel values (0..255, not normalised;
+        TR-Pre too: the image itself, not the difference the backbone sees), padded like ``images``.
+
+        Returns:
+            (images (N, C, H, W) float, templates (N, C, H, W) float or None, validity (N,) bool or
+            None): templates only if ``with_templates`` and some input has one; an input without
+            one gets its own image there, flagged invalid.
+        """
+        def pad(tensors):
+            return self._pad([self._move_to_current_device(t).float() for t in tensors]).tensor
+
+        pixels = pad([x["image"] for x in batched_inputs])
+        if pixels.shape[-2:] != images.tensor.shape[-2:]:
+            raise ValueError(f"padded images {tuple(pixels.shape)} != network input {tuple(images.tensor.shape)}")
+        if not with_templates or all(x.get("template") is None for x in batched_inputs):
+            return pixels, None, None
+        valid = torch.tensor([x.get("template") is not None for x in batched_inputs], device=pixels.device)
+        templates = pad([x["template"] if x.get("template") is not None else x["image"] for x in batched_inputs])
+        if templates.shape != pixels.shape:  # templates match their images, so only padding could differ
+            raise ValueError(f"templates batch {tuple(templates.shape)} != images batch {tuple(pixels.shape)}")
+        return pixels, templates, valid
+
+    def _mask_head_images(self, images: ImageList, batched_inputs):
+        """Context in which the mask head sees :meth:`pixel_inputs`, if it reads images (module doc)."""
+        head = getattr(self.roi_heads, "mask_head", None) if getattr(self.roi_heads, "mask_on", False) else None
+        if head is None or not getattr(head, "needs_images", False):
+            return contextlib.nullcontext()
+        pixels, templates, valid = self.pixel_inputs(images, batched_inputs, getattr(head, "needs_templates", False))
+        return head.input_images(pixels, templates, valid)
+
     # ------------------------------------------------------------------ PTG
     def ptg_loss(self, batched_inputs) -> torch.Tensor:
         """Reconstruction loss of the generators on the normal images of the batch (0 if none)."""
@@ -212,7 +251,8 @@ class TemplateRCNN(GeneralizedRCNN):
         else:
             proposals = [x["proposals"].to(self.device) for x in batched_inputs]
             proposal_losses = {}
-        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        with self._mask_head_images(images, batched_inputs):
+            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)
         losses = dict(detector_losses)
@@ -234,15 +274,16 @@ class TemplateRCNN(GeneralizedRCNN):
             features = self._features_for_post(images, batched_inputs)
         else:
             features = self.extract_features(images, batched_inputs)
-        if detected_instances is None:
-            if self.proposal_generator is not None:
-                proposals, _ = self.proposal_generator(images, features, None)
+        with self._mask_head_images(images, batched_inputs):
+            if detected_instances is None:
+                if self.proposal_generator is not None:
+                    proposals, _ = self.proposal_generator(images, features, None)
+                else:
+                    proposals = [x["proposals"].to(self.device) for x in batched_inputs]
+                results, _ = self.roi_heads(images, features, proposals, None)
             else:
-                proposals = [x["proposals"].to(self.device) for x in batched_inputs]
-            results, _ = self.roi_heads(images, features, proposals, None)
-        else:
-            detected_instances = [x.to(self.device) for x in detected_instances]
-            results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+                detected_instances = [x.to(self.device) for x in detected_instances]
+                results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
         if do_postprocess:
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results

@@ -1,4 +1,5 @@
-"""ROI heads registered in Detectron2's ROI_HEADS_REGISTRY on import."""
+"""ROI heads registered in Detectron2's ROI_HEADS_REGISTRY (and mask heads in ROI_MASK_HEAD_REGISTRY)
+on import."""
 from .sinkhorn_heads import (
     DefectCascadeROIHeads,
     DefectFastRCNNOutputLayers,
@@ -14,8 +15,12 @@ from .reference_heads import (
     context_boxes,
     region_similarity,
 )
+from .mask_refine import EntropyConstrainedRefiner
+from .weak_mask_head import BoxSupervisedMaskHead
 
 __all__ = [
+    "BoxSupervisedMaskHead",
+    "EntropyConstrainedRefiner",
     "ContextROIPooler",
     "RDDNCascadeROIHeads",
     "RDDNStandardROIHeads",

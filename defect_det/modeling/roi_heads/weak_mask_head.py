@@ -1,0 +1,348 @@
+"""``BoxSupervisedMaskHead``: a Mask R-CNN mask head trainable from box labels only.
+
+Detectron2's ``MaskRCNNConvUpsampleHead`` (same layers, same inference) whose training loss, with
+``MODEL.ROI_MASK_HEAD.BOX_SUPERVISED``, needs only the ``gt_boxes`` the ROI heads match to each
+positive proposal (no ``gt_masks``); without it the head trains with Detectron2's
+``mask_rcnn_loss``. Equations and defaults in projects/WeakMask/README.md. Per positive ROI r with
+mask logits x (M x M, M = 2 x POOLER_RESOLUTION, the class channel of its GT class) and
+probabilities p = sigmoid(x):
+
+- **Box target** (:func:`box_grid_targets`): the matched GT box rasterised into the ROI's grid:
+  along each axis, grid cell [u, u+1) is "in" if it overlaps the box's extent [a, b) (grid units)
+  by at least min(1, b - a) / 2 (so interior cells, boundary cells whose centre is inside, and for
+  a box thinner than a cell the cell holding most of it). Target B = in_y (outer) in_x.
+- **Projection loss** (:func:`projection_loss`, BoxInst-style): with P_x = max over rows of p,
+  P_y = max over columns, and the box's projections in_x, in_y,
+  ``L_proj = mean_r [dice(P_x, in_x) + dice(P_y, in_y)]``, dice(a, b) = 1 - 2 sum(a b) /
+  (sum a^2 + sum b^2 + eps). A mask equal to B gives at most eps / 2 per term.
+- **Pairwise loss** (:func:`pairwise_loss`): with the affinities w_ik of
+  :func:`~.mask_affinity.pairwise_affinity` (colour of the image in [0, 1] and, where a template
+  exists, the magnitude of the image - template difference, pooled into the same grid), over the
+  edges E = {(i, k): w_ik >= tau, i inside B, neighbour inside the grid}:
+  ``L_pair = -1/|E| sum_E log(p_i p_j + (1 - p_i)(1 - p_j))`` (in log space from the logits).
+  It is ramped in linearly over ``WEAK.WARMUP_ITERS`` iterations (factor min(1, (iter+1)/W)).
+
+The images reach the head through :meth:`BoxSupervisedMaskHead.input_images`, a context manager
+``TemplateRCNN`` opens around its ROI heads call (the mask head only receives pooled features and
+Instances from Detectron2's ``StandardROIHeads._forward_mask``). At inference, with
+``MODEL.ROI_MASK_HEAD.REFINE.ENABLED``, the probabilities of ``mask_rcnn_inference`` are refined
+by :class:`~.mask_refine.EntropyConstrainedRefiner` with the same affinities (at ``pred_boxes``).
+"""
+import contextlib
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads.mask_head import (
+    ROI_MASK_HEAD_REGISTRY,
+    MaskRCNNConvUpsampleHead,
+    mask_rcnn_inference,
+    mask_rcnn_loss,
+)
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
+from torch.nn import functional as F
+
+from .mask_affinity import image_cues, neighbour_offsets, pairwise_affinity, pool_cues, shift_to_neighbours
+from .mask_refine import EntropyConstrainedRefiner
+
+PIXEL_RANGE = 255.0  # input images are uint8; the colour cue is pixel value / PIXEL_RANGE
+
+__all__ = [
+    "BoxSupervisedMaskHead",
+    "box_grid_targets",
+    "pairwise_loss",
+    "projection_loss",
+]
+
+
+def _axis_inside(a: torch.Tensor, b: torch.Tensor, m: int) -> torch.Tensor:
+    """(R,) extents [a, b) in grid units -> (R, m) bool: cells overlapping by >= min(1, b-a)/2."""
+    cells = torch.arange(m, device=a.device, dtype=a.dtype)
+    overlap = (torch.minimum(b[:, None], cells + 1) - torch.maximum(a[:, None], cells)).clamp(min=0)
+    need = 0.5 * (b - a).clamp(min=0, max=1)[:, None]
+    return (overlap >= need) & (overlap > 0)
+
+
+def box_grid_targets(gt_boxes: torch.Tensor, rois: torch.Tensor, size: int):
+    """
+    Rasterise boxes into the M x M grid of their ROIs (module doc).
+
+    Args:
+        gt_boxes: (R, 4) XYXY boxes (the matched GT box of each ROI), input-image pixels.
+        rois: (R, 4) XYXY ROI boxes whose grid is used.
+        size: M.
+    Returns:
+        (in_x, in_y): (R, M) bool each; the target mask is ``in_y[:, :, None] & in_x[:, None, :]``.
+    """
+    if gt_boxes.shape != rois.shape or gt_boxes.dim() != 2 or gt_boxes.shape[1] != 4:
+        raise ValueError(f"gt_boxes {tuple(gt_boxes.shape)} and rois {tuple(rois.shape)} must both be (R, 4)")
+    w = (rois[:, 2] - rois[:, 0]).clamp(min=1e-6)
+    h = (rois[:, 3] - rois[:, 1]).clamp(min=1e-6)
+    in_x = _axis_inside((gt_boxes[:, 0] - rois[:, 0]) / w * size, (gt_boxes[:, 2] - rois[:, 0]) / w * size, size)
+    in_y = _axis_inside((gt_boxes[:, 1] - rois[:, 1]) / h * size, (gt_boxes[:, 3] - rois[:, 1]) / h * size, size)
+    return in_x, in_y
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """(R, L) x (R, L) -> (R,) dice loss."""
+    return 1.0 - 2.0 * (a * b).sum(1) / ((a * a).sum(1) + (b * b).sum(1) + eps)
+
+
+def projection_loss(probs: torch.Tensor, in_x: torch.Tensor, in_y: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """
+    Box projection consistency (module doc).
+
+    Args:
+        probs: (R, M, M) mask probabilities (rows = y, columns = x).
+        in_x, in_y: (R, M) projections of the box target (:func:`box_grid_targets`).
+    Returns:
+        scalar: mean over ROIs of dice(max_y p, in_x) + dice(max_x p, in_y); 0-dim 0 if R = 0.
+    """
+    if probs.dim() != 3:
+        raise ValueError(f"probs must be (R, M, M), got shape {tuple(probs.shape)}")
+    if probs.shape[0] == 0:
+        return probs.sum() * 0.0
+    px = probs.max(dim=1).values  # (R, M): max over rows -> projection onto x
+    py = probs.max(dim=2).values  # (R, M): max over columns -> projection onto y
+    return (_dice(px, in_x.to(probs.dtype), eps) + _dice(py, in_y.to(probs.dtype), eps)).mean()
+
+
+def pairwise_loss(
+    logits: torch.Tensor, affinity: torch.Tensor, inside: torch.Tensor, offsets, tau: float
+) -> torch.Tensor:
+    """
+    Affinity loss between neighbouring cells (module doc).
+
+    Args:
+        logits: (R, M, M) mask logits.
+        affinity: (R, K, M, M) affinities for ``offsets``.
+        inside: (R, M, M) bool, the cells i the loss uses (inside the box target).
+        offsets: the K neighbour offsets.
+        tau: edge threshold on the affinity.
+    Returns:
+        scalar: -mean over edges of log P(same label); 0 (with a graph) if there is no edge.
+    """
+    x = logits[:, None]                                            # (R, 1, M, M)
+    log_fg, log_bg = F.logsigmoid(x), F.logsigmoid(-x)
+    nb_fg = shift_to_neighbours(log_fg, offsets)[:, :, 0]          # (R, K, M, M)
+    nb_bg = shift_to_neighbours(log_bg, offsets)[:, :, 0]
+    log_same = torch.logaddexp(log_fg + nb_fg, log_bg + nb_bg)     # (R, K, M, M)
+    grid = shift_to_neighbours(torch.ones_like(x[:1]), offsets)[:, :, 0] > 0  # (1, K, M, M)
+    edges = (affinity >= tau) & grid & inside[:, None]
+    n = edges.sum()
+    return (-log_same * edges).sum() / n.clamp(min=1)
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
+    """``MaskRCNNConvUpsampleHead`` with box-only losses and entropy-constrained refinement (module
+    doc). Input: pooled ROI features (R, C, S, S); logits (R, num_classes, 2S, 2S)."""
+
+    # children that are not layers of the (nn.Sequential) mask head
+    _NOT_LAYERS = ("refiner",)
+
+    @configurable
+    def __init__(
+        self,
+        input_shape,
+        *,
+        box_supervised: bool = False,
+        projection_weight: float = 1.0,
+        pairwise_weight: float = 1.0,
+        theta: float = 0.05,
+        theta_template: float = 0.1,
+        tau: float = 0.3,
+        dilation: int = 2,
+        warmup_iters: int = 1000,
+        use_template: bool = True,
+        refiner: Optional[EntropyConstrainedRefiner] = None,
+        **kwargs,
+    ):
+        """
+        Args (besides MaskRCNNConvUpsampleHead's):
+            box_supervised: train with the projection + pairwise losses (gt_boxes only) instead of
+                Detectron2's mask loss (gt_masks).
+            projection_weight, pairwise_weight: loss weights (>= 0).
+            theta, theta_template: affinity scales of colour and of the template difference (> 0).
+            tau: edge threshold on the affinity, in [0, 1].
+            dilation: neighbour spacing (>= 1).
+            warmup_iters: iterations over which the pairwise loss ramps in (0 = none).
+            use_template: use the image - template difference where the image has a template.
+            refiner: refinement applied at inference, or None.
+        """
+        super().__init__(input_shape, **kwargs)
+        for name, v in (("projection_weight (WEAK.PROJECTION_WEIGHT)", projection_weight),
+                        ("pairwise_weight (WEAK.PAIRWISE_WEIGHT)", pairwise_weight),
+                        ("warmup_iters (WEAK.WARMUP_ITERS)", warmup_iters)):
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if theta <= 0 or theta_template <= 0:
+            raise ValueError(f"theta (WEAK.THETA) and theta_template (WEAK.THETA_TEMPLATE) must be > 0, "
+                             f"got {theta}, {theta_template}")
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau (WEAK.TAU) must be in [0, 1], got {tau}")
+        self.offsets = neighbour_offsets(dilation)
+        if refiner is not None and refiner.offsets != self.offsets:
+            raise ValueError("refiner and head must use the same dilation (MODEL.ROI_MASK_HEAD.WEAK.DILATION)")
+        self.box_supervised = box_supervised
+        self.projection_weight = float(projection_weight)
+        self.pairwise_weight = float(pairwise_weight)
+        self.theta = float(theta)
+        self.theta_template = float(theta_template)
+        self.tau = float(tau)
+        self.warmup_iters = int(warmup_iters)
+        self.use_template = use_template
+        self.refiner = refiner
+        self._cues: Optional[torch.Tensor] = None        # (N, 4, H, W) while input_images is open
+        self._cue_valid: Optional[torch.Tensor] = None   # (N,) bool
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        c = cfg.MODEL.ROI_MASK_HEAD
+        w = c.WEAK
+        refiner = EntropyConstrainedRefiner(cfg) if c.REFINE.ENABLED else None
+        ret.update(
+            box_supervised=c.BOX_SUPERVISED,
+            projection_weight=w.PROJECTION_WEIGHT,
+            pairwise_weight=w.PAIRWISE_WEIGHT,
+            theta=w.THETA,
+            theta_template=w.THETA_TEMPLATE,
+            tau=w.TAU,
+            dilation=w.DILATION,
+            warmup_iters=w.WARMUP_ITERS,
+            use_template=w.USE_TEMPLATE,
+            refiner=refiner,
+        )
+        needs_images = (c.BOX_SUPERVISED and w.PAIRWISE_WEIGHT > 0) or c.REFINE.ENABLED
+        if needs_images and cfg.MODEL.META_ARCHITECTURE != "TemplateRCNN":
+            raise ValueError(
+                "MODEL.ROI_MASK_HEAD.NAME 'BoxSupervisedMaskHead' with BOX_SUPERVISED and WEAK.PAIRWISE_WEIGHT "
+                "> 0, or with REFINE.ENABLED, needs the input images, which MODEL.META_ARCHITECTURE "
+                f"'TemplateRCNN' passes to it (got {cfg.MODEL.META_ARCHITECTURE!r})"
+            )
+        return ret
+
+    # ------------------------------------------------------------------ images
+    @property
+    def needs_images(self) -> bool:
+        """Whether the head reads the input images in its current mode: the pairwise loss in
+        training, the refinement at inference."""
+        if self.training:
+            return self.box_supervised and self.pairwise_weight > 0
+        return self.refiner is not None
+
+    @property
+    def needs_templates(self) -> bool:
+        return self.needs_images and self.use_template
+
+    @contextlib.contextmanager
+    def input_images(self, images: torch.Tensor, templates: Optional[torch.Tensor] = None,
+                     template_valid: Optional[torch.Tensor] = None):
+        """
+        Within the block the head sees the batch's images (a no-op if it does not need them).
+
+        Args:
+            images: (N, C, H, W) padded input images in pixel values 0..255, not normalised (the
+                boxes are in their pixels); the cues are these / 255, so THETA is in [0, 1] units.
+            templates: (N, C, H, W) templates likewise, or None.
+            template_valid: (N,) bool, images that really have a template.
+        """
+        previous = (self._cues, self._cue_valid)
+        if self.needs_images:
+            scale = 1.0 / PIXEL_RANGE
+            t = templates.detach() * scale if (templates is not None and self.use_template) else None
+            self._cues, self._cue_valid = image_cues(images.detach() * scale, t, template_valid)
+        try:
+            yield self
+        finally:
+            self._cues, self._cue_valid = previous
+
+    def affinities(self, box_lists: List[Boxes], size) -> torch.Tensor:
+        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid."""
+        if self._cues is None:
+            raise RuntimeError(
+                "BoxSupervisedMaskHead needs the input images (pairwise loss / refinement): run it "
+                "inside `with mask_head.input_images(...)` (MODEL.META_ARCHITECTURE 'TemplateRCNN' does)"
+            )
+        pooled = pool_cues(self._cues, box_lists, tuple(size))           # (R, C + 1, M, M)
+        diff, valid = None, None
+        if self.use_template and bool(self._cue_valid.any()):
+            image_index = torch.cat([torch.full((len(b),), i, device=pooled.device, dtype=torch.long)
+                                     for i, b in enumerate(box_lists)])
+            diff, valid = pooled[:, -1:], self._cue_valid[image_index]
+        return pairwise_affinity(pooled[:, :-1], self.offsets, self.theta, diff, valid, self.theta_template)
+
+    # ------------------------------------------------------------------ network
+    def layers(self, x):
+        for name, layer in self.named_children():
+            if name not in self._NOT_LAYERS:
+                x = layer(x)
+        return x
+
+    def forward(self, x, instances: List[Instances]):
+        """
+        Args:
+            x: (R, C, S, S) pooled features of the ROIs of ``instances``.
+            instances: training: positive proposals with ``proposal_boxes``, ``gt_classes``,
+                ``gt_boxes`` (and ``gt_masks`` unless box-supervised); inference: detections.
+        Returns:
+            training: dict of losses; inference: ``instances`` with ``pred_masks`` (R_i, 1, M, M).
+        """
+        x = self.layers(x)
+        if self.training:
+            if not self.box_supervised:
+                return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
+            return self.box_supervised_losses(x, instances)
+        mask_rcnn_inference(x, instances)
+        if self.refiner is not None:
+            self.refine(instances)
+        return instances
+
+    def _class_logits(self, logits: torch.Tensor, instances: List[Instances]) -> torch.Tensor:
+        """(R, C, M, M) -> (R, M, M), the channel of each ROI's GT class (C = 1: class-agnostic)."""
+        if logits.shape[1] == 1:
+            return logits[:, 0]
+        classes = torch.cat([i.gt_classes for i in instances if len(i)])
+        return logits[torch.arange(logits.shape[0], device=logits.device), classes]
+
+    def box_supervised_losses(self, logits: torch.Tensor, instances: List[Instances]) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            logits: (R, C, M, M) mask logits of the positive proposals ``instances``.
+        Returns:
+            {"loss_mask_projection", "loss_mask_pairwise"} (weighted; pairwise with its warm-up).
+        """
+        if logits.shape[0] == 0:
+            zero = logits.sum() * 0.0
+            return {"loss_mask_projection": zero, "loss_mask_pairwise": zero}
+        m = logits.shape[-1]
+        x = self._class_logits(logits, instances)                       # (R, M, M)
+        # images without any GT box keep an empty entry without gt_* fields (Detectron2's
+        # label_and_sample_proposals); they contribute no ROI
+        rois = torch.cat([i.proposal_boxes.tensor for i in instances if len(i)])
+        gt = torch.cat([i.gt_boxes.tensor for i in instances if len(i)])
+        in_x, in_y = box_grid_targets(gt, rois, m)
+        losses = {"loss_mask_projection": self.projection_weight * projection_loss(x.sigmoid(), in_x, in_y)}
+        if self.pairwise_weight > 0:
+            affinity = self.affinities([i.proposal_boxes for i in instances], logits.shape[-2:])
+            inside = in_y[:, :, None] & in_x[:, None, :]
+            warm = 1.0
+            if self.warmup_iters > 0:
+                warm = min(1.0, (get_event_storage().iter + 1) / self.warmup_iters)
+            losses["loss_mask_pairwise"] = (self.pairwise_weight * warm) * pairwise_loss(
+                x, affinity, inside, self.offsets, self.tau)
+        else:
+            losses["loss_mask_pairwise"] = x.sum() * 0.0
+        return losses
+
+    def refine(self, instances: List[Instances]):
+        """Refine ``pred_masks`` (R_i, 1, M, M) of the detections in place (at ``pred_boxes``)."""
+        if sum(len(i) for i in instances) == 0:
+            return
+        probs = torch.cat([i.pred_masks for i in instances])
+        affinity = self.affinities([i.pred_boxes for i in instances], probs.shape[-2:])
+        refined = self.refiner(probs, affinity).probs
+        for inst, p in zip(instances, refined.split([len(i) for i in instances])):
+            inst.pred_masks = p

@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Inference time of the entropy-constrained mask refinement, as a ratio to the mask head.
+
+One model (``--config``, default the CPU synthetic RDDN baseline, random weights seeded by
+``--seed``) is built with ``MODEL.MASK_ON``, ``MODEL.ROI_MASK_HEAD.NAME BoxSupervisedMaskHead`` and
+``MODEL.ROI_MASK_HEAD.REFINE.ENABLED`` (plus ``--opts``). The backbone runs ONCE on one random
+image (smooth random colours, ``--size H W``, with a random template) and ``--detections`` K random
+boxes stand in for the detections; then, in the same process, interleaved within each repetition:
+
+- **mask head**: ``roi_heads._forward_mask`` with the refiner switched off: mask ROIAlign on the
+  FPN, the head's convolutions and ``mask_rcnn_inference`` (probabilities of the detected class);
+- **refinement**: ``mask_head.input_images`` + ``mask_head.refine`` on those probabilities: image
+  cues (image / 255, ``||I - T||``), their ROIAlign onto the K grids, the affinities and the
+  refiner's iterations;
+- **mask head + refinement**: ``roi_heads._forward_mask`` with the refiner on (inside the head's
+  ``input_images`` context, as TemplateRCNN runs it).
+
+Each number is milliseconds PER IMAGE, the median over ``--iters`` repetitions after ``--warmup``
+untimed ones, printed with its ratio to the mask head::
+
+    python tools/benchmark_weak_mask.py                          # 256 x 320, K = 50, 1 thread
+    python tools/benchmark_weak_mask.py --detections 100 --iters 100 --opts MODEL.ROI_MASK_HEAD.REFINE.ITERS 10
+    python tools/benchmark_weak_mask.py --device cuda
+
+Never asserted on in tests (timings depend on the machine and its load); tests check the table's
+structure with ``--iters 1``.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_baseline.yaml"
+ROWS = ("mask head", "refinement", "mask head + refinement")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
+    p.add_argument("--detections", type=int, default=50, help="K detections per image")
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0 = leave as is)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+    if args.iters < 1:
+        p.error(f"--iters must be >= 1, got {args.iters}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.detections < 1:
+        p.error(f"--detections must be >= 1, got {args.detections}")
+    return args
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build(args):
+    import defect_det  # noqa: F401  (registers heads)
+    from defect_det.config import get_defect_cfg
+    from detectron2.modeling import build_model
+
+    cfg = get_defect_cfg()
+    path = args.config if os.path.isabs(args.config) else os.path.join(REPO, args.config)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(["MODEL.MASK_ON", "True", "MODEL.ROI_MASK_HEAD.NAME", "BoxSupervisedMaskHead",
+                         "MODEL.ROI_MASK_HEAD.BOX_SUPERVISED", "True", "MODEL.ROI_MASK_HEAD.REFINE.ENABLED", "True",
+                         "MODEL.DEVICE", args.device])
+    cfg.merge_from_list(list(args.opts))
+    if cfg.MODEL.META_ARCHITECTURE != "TemplateRCNN":
+        raise ValueError(
+            f"--config must use MODEL.META_ARCHITECTURE 'TemplateRCNN', got {cfg.MODEL.META_ARCHITECTURE!r}")
+    torch.manual_seed(args.seed)
+    model = build_model(cfg).eval()
+    return cfg, model
+
+
+def make_inputs(args, num_classes, device):
+    """One smooth random image + template (uint8, 3 x H x W) and K random boxes / classes."""
+    from detectron2.structures import Boxes, Instances
+
+    h, w = args.size
+    g = torch.Generator().manual_seed(args.seed)
+    coarse = torch.randint(0, 256, (2, 3, max(h // 16, 2), max(w // 16, 2)), generator=g).float()
+    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    image, template = smooth.round().clamp(0, 255).to(torch.uint8)
+    k = args.detections
+    xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+    wh = (0.05 + 0.3 * torch.rand(k, 2, generator=g)) * torch.tensor([w, h])
+    boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([w - 1.0, h - 1.0]))], dim=1)
+    det = Instances((h, w))
+    det.pred_boxes = Boxes(boxes.to(device))
+    det.pred_classes = torch.randint(0, num_classes, (k,), generator=g).to(device)
+    det.scores = torch.rand(k, generator=g).to(device)
+    return {"image": image, "template": template, "height": h, "width": w}, det
+
+
+def main(argv=None, out=None) -> dict:
+    out = out or sys.stdout
+    args = parse_args(argv)
+    threads_before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args, argv, out)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args, argv, out) -> dict:
+    import detectron2
+
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cmd = " ".join(shlex.quote(a) for a in (["python", "tools/benchmark_weak_mask.py"]
+                                             + (list(argv) if argv is not None else sys.argv[1:])))
+    cfg, model = build(args)
+    head, roi_heads = model.roi_heads.mask_head, model.roi_heads
+    refiner = head.refiner
+    x, det = make_inputs(args, cfg.MODEL.ROI_HEADS.NUM_CLASSES, device)
+    r = cfg.MODEL.ROI_MASK_HEAD.REFINE
+    meta = {
+        "command": cmd, "torch": torch.__version__, "detectron2": detectron2.__version__,
+        "threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "config": args.config, "size": list(args.size), "detections": args.detections,
+        "mask_grid": 2 * cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION, "refine_iters": r.ITERS,
+        "iters": args.iters, "warmup": args.warmup, "seed": args.seed, "load_avg_start": list(os.getloadavg()),
+    }
+    print(f"command: {cmd}", file=out)
+    print(f"torch {meta['torch']}, detectron2 {meta['detectron2']}, {meta['threads']} torch threads, CPU: "
+          f"{meta['cpu']} ({meta['cpu_count']} logical cores), device: {meta['device']}", file=out)
+    print(f"input: 1 image 3 x {args.size[0]} x {args.size[1]} + template, K = {args.detections} random "
+          f"detections, mask grid {meta['mask_grid']} x {meta['mask_grid']}, REFINE.ITERS {r.ITERS}; "
+          f"time: median of {args.iters} after {args.warmup} warm-up, per image; load average at start: "
+          + " ".join(f"{v:.2f}" for v in meta["load_avg_start"]), file=out)
+
+    with torch.no_grad():
+        images = model.preprocess_image([x])
+        features = model.extract_features(images, [x])
+        pixels, templates, valid = model.pixel_inputs(images, [x])
+
+        def detections():
+            return [det[:]]  # a fresh copy: the mask branch writes pred_masks into it
+
+        def mask_head_only():
+            head.refiner = None
+            try:
+                return roi_heads._forward_mask(features, detections())
+            finally:
+                head.refiner = refiner
+
+        def refinement(instances):
+            with head.input_images(pixels, templates, valid):
+                head.refine(instances)
+
+        def mask_head_and_refinement():
+            with head.input_images(pixels, templates, valid):
+                return roi_heads._forward_mask(features, detections())
+
+        times = {name: [] for name in ROWS}
+        for i in range(args.warmup + args.iters):
+            sync(); t0 = time.perf_counter()
+            plain = mask_head_only()
+            sync(); t1 = time.perf_counter()
+            refinement(plain)
+            sync(); t2 = time.perf_counter()
+            mask_head_and_refinement()
+            sync(); t3 = time.perf_counter()
+            if i >= args.warmup:
+                for name, dt in zip(ROWS, (t1 - t0, t2 - t1, t3 - t2)):
+                    times[name].append(dt * 1e3)
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    ref = med["mask head"]
+    rows = [{"name": n, "ms_per_image": med[n], "ratio": med[n] / ref if ref > 0 else None} for n in ROWS]
+    print("", file=out)
+    print("| variant | ms / image (median) | ratio to mask head |", file=out)
+    print("|---|---:|---:|", file=out)
+    for row in rows:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        print(f"| {row['name']} | {row['ms_per_image']:.2f} | {ratio} |", file=out)
+    result = {"meta": meta, "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
