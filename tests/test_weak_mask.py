@@ -443,3 +443,51 @@ def test_benchmark_prints_the_table():
     rows = res["rows"]
     assert rows[0]["ratio"] == 1.0 and all(r["ms_per_image"] > 0 for r in rows)
     assert rows[2]["ratio"] == pytest.approx(rows[2]["ms_per_image"] / rows[0]["ms_per_image"])
+
+
+# ------------------------------------------------------------------------ lower bound + table script
+def test_filled_box_head_pastes_every_detection_as_its_box():
+    torch.manual_seed(0)
+    cfg = _cfg(**{"MODEL.ROI_MASK_HEAD.NAME": "FilledBoxMaskHead", "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "0.0",
+                  "TEST.DETECTIONS_PER_IMAGE": "10"})
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.roi_heads.mask_head.parameters()) == 0
+    with EventStorage(0):
+        losses = model.train()(_inputs())
+    assert float(losses["loss_mask"]) == 0.0
+    model.eval()
+    with torch.no_grad():
+        out = model(_inputs(train=False))
+    for o in out:
+        inst = o["instances"]
+        assert len(inst) > 0
+        for box, mask in zip(inst.pred_boxes.tensor, inst.pred_masks):
+            x0, y0, x1, y1 = box.tolist()
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            if len(xs) == 0:  # a box thinner than a pixel pastes nothing
+                assert min(x1 - x0, y1 - y0) < 1.5
+                continue
+            # the pasted mask is the box, to the pixel (paste_masks_in_image rounds the borders)
+            assert abs(xs.min().item() - x0) <= 1 and abs(xs.max().item() + 1 - x1) <= 1
+            assert abs(ys.min().item() - y0) <= 1 and abs(ys.max().item() + 1 - y1) <= 1
+            # filled: everything but the bilinear corners of the border row/column
+            assert mask[ys.min() + 1:ys.max(), xs.min() + 1:xs.max()].all()
+
+
+def test_weak_mask_table_rows_configs_and_gap():
+    spec = importlib.util.spec_from_file_location("weak_mask_table", os.path.join(REPO, "tools", "weak_mask_table.py"))
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.gap_recovered(5.0, 2.0, 8.0) == 0.5 and table.gap_recovered(2.0, 2.0, 2.0) is None
+    assert table.gap_recovered(9.0, 2.0, 8.0) > 1.0
+    keys = [k for k, *_ in table.ROWS]
+    assert sorted(table.ORDER) == sorted(keys)
+    for key, _, stem, weights_from in table.ROWS:
+        if weights_from:  # evaluation rows come after the row whose weights they use
+            assert table.ORDER.index(weights_from) < table.ORDER.index(key)
+        cfg = get_defect_cfg()
+        cfg.merge_from_file(os.path.join(REPO, table.CFG.format(stem)))
+        assert cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT == "bitmask"
+        build_model(cfg)
+    with pytest.raises(SystemExit, match="unknown rows"):
+        table.main(["--rows", "nope"])

@@ -15,12 +15,14 @@ from .reference_heads import (
     context_boxes,
     region_similarity,
 )
+from .box_mask_head import FilledBoxMaskHead
 from .mask_refine import EntropyConstrainedRefiner
 from .weak_mask_head import BoxSupervisedMaskHead
 
 __all__ = [
     "BoxSupervisedMaskHead",
     "EntropyConstrainedRefiner",
+    "FilledBoxMaskHead",
     "ContextROIPooler",
     "RDDNCascadeROIHeads",
     "RDDNStandardROIHeads",
