@@ -82,7 +82,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -90,6 +89,8 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+
+from defect_det.utils.benchmark import cpu_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [
@@ -117,15 +118,6 @@ TABLES = {
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def iter_tensors(obj):

@@ -28,13 +28,14 @@ structure with ``--iters 1``.
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 
 import torch
+
+from defect_det.utils.benchmark import cpu_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_baseline.yaml"
@@ -61,17 +62,6 @@ def parse_args(argv=None):
     if args.detections < 1:
         p.error(f"--detections must be >= 1, got {args.detections}")
     return args
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(args):

@@ -23,6 +23,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from defect_det.utils.tables import schedule_opts  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG_DIR = os.path.join("configs", "RDDN", "synthetic")
 
@@ -78,9 +81,7 @@ def run_row(key, stem, weights_from, seed, args):
         cmd.append("--eval-only")
         opts += ["MODEL.WEIGHTS", src]
     else:
-        it = args.iters
-        opts += ["SOLVER.MAX_ITER", str(it), "SOLVER.STEPS", f"({it * 4 // 5},{it * 14 // 15})",
-                 "SOLVER.WARMUP_ITERS", str(min(100, it // 10)), "SOLVER.CHECKPOINT_PERIOD", str(10 * it)]
+        opts += schedule_opts(args.iters)
     opts += ["DATALOADER.NUM_WORKERS", str(args.workers)] + args.opts
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
