@@ -90,7 +90,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from defect_det.utils.benchmark import cpu_model
+from defect_det.utils.benchmark import cpu_model, torch_threads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = [
@@ -533,13 +533,8 @@ def build(path, args):
 def main(argv=None, out=None) -> dict:
     out = out or sys.stdout
     args = parse_args(argv)
-    threads_before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args, argv, out)
-    finally:
-        torch.set_num_threads(threads_before)  # main() called in-process (tests) leaves no trace
 
 
 def _run(args, argv, out) -> dict:

@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from defect_det.utils.benchmark import cpu_model
+from defect_det.utils.benchmark import cpu_model, torch_threads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_baseline.yaml"
@@ -107,13 +107,8 @@ def make_inputs(args, num_classes, device):
 def main(argv=None, out=None) -> dict:
     out = out or sys.stdout
     args = parse_args(argv)
-    threads_before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args, argv, out)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(args, argv, out) -> dict:

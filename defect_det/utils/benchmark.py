@@ -1,7 +1,10 @@
 """Helpers shared by the ``tools/benchmark_*.py`` scripts (machine description for their headers)."""
+import contextlib
 import platform
 
-__all__ = ["cpu_model"]
+import torch
+
+__all__ = ["cpu_model", "torch_threads"]
 
 
 def cpu_model() -> str:
@@ -14,3 +17,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads (0: leave as is) and restore the previous count after,
+    so that a benchmark's ``main()`` called in-process (tests) leaves no trace."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
