@@ -14,7 +14,7 @@ from detectron2.utils.events import EventStorage
 
 import defect_det  # noqa: F401
 from defect_det.config import get_defect_cfg
-from defect_det.data import build_defect_mapper
+from defect_det.data import build_defect_mapper, template_usage
 from defect_det.engine import DefectTrainer
 from defect_det.modeling.roi_heads import BoxSupervisedMaskHead, EntropyConstrainedRefiner
 from defect_det.modeling.roi_heads.mask_affinity import (
@@ -415,6 +415,15 @@ def test_box_supervised_training_without_any_segmentation(tiny_fabric, tmp_path)
     mapper = build_defect_mapper(cfg, True, [name])
     mapped = [mapper(d) for d in DatasetCatalog.get(name) if d.get("annotations")][:2]
     assert all(not x["instances"].has("gt_masks") and len(x["instances"]) > 0 for x in mapped)
+    # MODE none: the templates still load, for the mask head's image - template cue
+    assert cfg.MODEL.TEMPLATE.MODE == "none" and all(x.get("template") is not None for x in mapped)
+    assert template_usage(cfg, True)[0] == "optional" and template_usage(cfg, False)[0] == "unused"
+    refine = cfg.clone()
+    refine.MODEL.ROI_MASK_HEAD.REFINE.ENABLED = True     # at inference only the refinement reads them
+    assert template_usage(refine, False)[0] == "optional"
+    off = cfg.clone()
+    off.MODEL.ROI_MASK_HEAD.WEAK.USE_TEMPLATE = False
+    assert template_usage(off, True)[0] == "unused"
     trainer = DefectTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()

@@ -47,18 +47,29 @@ def template_usage(cfg, is_train):
     Returns:
         tuple(str, bool): (``"required"`` | ``"optional"`` | ``"unused"``, whether PTG normal
         images are needed). TR-Pre/TR-Inter need a template for every image; TR-Post uses one at
-        inference where present (images without keep their scores).
+        inference where present (images without keep their scores), and so does the box-supervised
+        mask head's template cue (training and refinement).
     """
     mode = cfg.MODEL.TEMPLATE.MODE
     if mode not in TEMPLATE_MODES:
         raise ValueError(f"MODEL.TEMPLATE.MODE must be one of {TEMPLATE_MODES}, got {mode!r}")
     if mode in ("pre", "inter"):
         usage = "required"
-    elif cfg.MODEL.TEMPLATE.POST and not is_train:
+    elif (cfg.MODEL.TEMPLATE.POST and not is_train) or _mask_head_reads_templates(cfg, is_train):
         usage = "optional"
     else:
         usage = "unused"
     return usage, (mode == "ptg" and is_train)
+
+
+def _mask_head_reads_templates(cfg, is_train) -> bool:
+    """Whether BoxSupervisedMaskHead uses the image - template difference as an affinity cue: in
+    training for its pairwise loss, at inference for the refinement (WEAK.USE_TEMPLATE); the
+    template then loads where the image has one, in every TEMPLATE.MODE."""
+    m = cfg.MODEL.ROI_MASK_HEAD
+    if not (cfg.MODEL.MASK_ON and m.NAME == "BoxSupervisedMaskHead" and m.WEAK.USE_TEMPLATE):
+        return False
+    return bool(m.BOX_SUPERVISED and m.WEAK.PAIRWISE_WEIGHT > 0) if is_train else bool(m.REFINE.ENABLED)
 
 
 def mask_loading_args(cfg):
