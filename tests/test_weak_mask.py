@@ -500,3 +500,64 @@ def test_weak_mask_table_rows_configs_and_gap():
         build_model(cfg)
     with pytest.raises(SystemExit, match="unknown rows"):
         table.main(["--rows", "nope"])
+
+
+# ------------------------------------------------------------------------ masks on the GT boxes
+def test_decode_segmentation_rle_polygon_and_size_check():
+    import numpy as np
+    import pycocotools.mask as mask_util
+
+    from defect_det.evaluation.mask_gt_boxes import decode_segmentation
+
+    m = np.zeros((20, 30), np.uint8)
+    m[5:9, 10:25] = 1
+    rle = mask_util.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode()
+    assert (decode_segmentation(rle, 20, 30) == m.astype(bool)).all()
+    poly = [[10.0, 5.0, 25.0, 5.0, 25.0, 9.0, 10.0, 9.0]]
+    assert abs(int(decode_segmentation(poly, 20, 30).sum()) - int(m.sum())) <= 20  # polygon rasterisation edge
+    with pytest.raises(ValueError, match="size"):
+        decode_segmentation(rle, 21, 30)
+    with pytest.raises(ValueError, match="unsupported"):
+        decode_segmentation("x", 20, 30)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_masks_on_gt_boxes_scores_the_mask_branch_on_the_gt_boxes(scale):
+    """FilledBoxMaskHead pastes each GT box: IoU ~1 against a filled-box GT mask, ~1/2 against the
+    box's left half; the boxes follow the mapper's resize (scale 2) and the masks come back at the
+    original size."""
+    import numpy as np
+    import pycocotools.mask as mask_util
+
+    from defect_det.evaluation.mask_gt_boxes import masks_on_gt_boxes
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(**{"MODEL.ROI_MASK_HEAD.NAME": "FilledBoxMaskHead"})).eval()
+    h, w = 96, 128
+    boxes = [[8, 8, 56, 40], [60, 20, 120, 90]]
+
+    def rle(mask):
+        r = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        r["counts"] = r["counts"].decode()
+        return r
+
+    def record(half):
+        anns = []
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            m = np.zeros((h, w), bool)
+            m[y0:y1, x0:(x0 + x1) // 2 if half else x1] = True
+            anns.append({"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": i, "segmentation": rle(m)})
+        anns.append({"bbox": [0, 0, 4, 4], "bbox_mode": 0, "category_id": 0})  # no mask: counted, skipped
+        return {"file_name": "x.png", "height": h, "width": w, "image_id": 0, "annotations": anns}
+
+    def mapper(d):
+        img = torch.nn.functional.interpolate(_blocky(h, w, 0)[None].float(), scale_factor=scale)[0]
+        return {"image": img.to(torch.uint8), "template": img.to(torch.uint8), "height": d["height"],
+                "width": d["width"]}
+
+    full = masks_on_gt_boxes(model, [record(False)], mapper)
+    assert full["instances"] == 2 and full["skipped"] == 1
+    assert full["mIoU"] > 0.9 and full["IoU>=0.75"] == 1.0
+    half = masks_on_gt_boxes(model, [record(True)], mapper)
+    assert 0.4 < half["mIoU"] < 0.6 and half["IoU>=0.5"] <= 1.0 and half["IoU>=0.75"] == 0.0
