@@ -123,7 +123,8 @@ def add_segdec_config(cfg):
     # in dataset order); the other defective images contribute only L_cls. -1 = all.
     _c.NUM_SEGMENTED = -1
     # Training augmentation of SegDecDatasetMapper (not in the paper, which uses none): "none",
-    # "horizontal", "vertical" or "both"; each direction flipped with probability 1/2.
+    # "horizontal", "vertical" or "both"; each direction flipped with probability 1/2; "dihedral":
+    # "both" plus a transpose with probability 1/2 (all 8 rotations/reflections; square inputs).
     _c.FLIP = "none"
     # Probability threshold binarising the defect map for the pixel-level Dice / IoU.
     _c.PIXEL_THRESHOLD = 0.5

@@ -7,7 +7,8 @@ Per image (``MODEL.SEGDEC.*`` keys in brackets):
    defect-free images without either get an all-zero mask);
 2. resize both to ``INPUT_SIZE`` (H, W) (image: area / bilinear, mask: nearest);
 3. training only, optional (``FLIP``): the same random horizontal and/or vertical flip of image and
-   mask (each direction with probability 1/2; "none" by default, as the paper);
+   mask (each direction with probability 1/2; "none" by default, as the paper); "dihedral" adds a
+   transpose (probability 1/2), i.e. all 8 rotations/reflections of a square input;
 4. training targets: the mask dilated by a ``DILATE`` x ``DILATE`` square; its distance-transform
    weights ``w = (edt / max edt) ** P * OMEGA`` on defect pixels, 1 elsewhere (``WEIGHTED_SEG_LOSS``,
    else 1 everywhere); then both averaged over 8x8 blocks: ``seg_target`` (H/8, W/8) in [0, 1] (soft
@@ -42,7 +43,8 @@ __all__ = ["SegDecDatasetMapper", "distance_transform_weights", "segdec_targets"
 
 STRIDE = 8
 _CHANNELS = {"L": 1, "RGB": 3, "BGR": 3}
-_FLIPS = {"none": (), "horizontal": (1,), "vertical": (0,), "both": (1, 0)}  # numpy axes of (H, W, C)
+# numpy axes of (H, W, C) flipped (each with probability 1/2); "dihedral" also transposes H and W
+_FLIPS = {"none": (), "horizontal": (1,), "vertical": (0,), "both": (1, 0), "dihedral": (1, 0)}
 
 
 def distance_transform_weights(mask: np.ndarray, p: float, omega: float) -> np.ndarray:
@@ -134,7 +136,8 @@ class SegDecDatasetMapper:
             input_size: (H, W), multiples of 8.
             dilate, weighted_seg_loss, dt_p, dt_omega: label dilation and DT weights.
             flip: training augmentation: "none", "horizontal", "vertical" or "both" (each direction
-                flipped with probability 1/2, image and mask alike).
+                flipped with probability 1/2, image and mask alike); "dihedral": "both" plus a
+                transpose with probability 1/2 (square ``input_size`` only).
             segmented_files: training only: defective images whose pixel labels are used
                 (None = all).
         """
@@ -147,6 +150,9 @@ class SegDecDatasetMapper:
                              f"got {tuple(input_size)}")
         if flip not in _FLIPS:
             raise ValueError(f"MODEL.SEGDEC.FLIP must be one of {list(_FLIPS)}, got {flip!r}")
+        if flip == "dihedral" and h != w:
+            raise ValueError(f"MODEL.SEGDEC.FLIP 'dihedral' transposes the image: it needs a square "
+                             f"MODEL.SEGDEC.INPUT_SIZE, got {tuple(input_size)}")
         if int(dilate) < 1:
             raise ValueError(f"MODEL.SEGDEC.DILATE must be >= 1, got {dilate}")
         self.is_train = is_train
@@ -157,6 +163,7 @@ class SegDecDatasetMapper:
         self.dt_p, self.dt_omega = float(dt_p), float(dt_omega)
         self.segmented_files = segmented_files
         self.flip_axes = _FLIPS[flip] if is_train else ()
+        self.transpose = is_train and flip == "dihedral"
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, segmented_files: Optional[Set[str]] = None):
@@ -196,6 +203,9 @@ class SegDecDatasetMapper:
             if np.random.rand() < 0.5:
                 image = np.flip(image, axis)
                 mask = np.flip(mask, axis) if mask is not None else None
+        if self.transpose and np.random.rand() < 0.5:
+            image = image.transpose(1, 0, 2)
+            mask = mask.T if mask is not None else None
         image = np.ascontiguousarray(image)
         mask = np.ascontiguousarray(mask) if mask is not None else None
         label = int(d["label"])
