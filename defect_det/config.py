@@ -4,8 +4,7 @@
 concept, and each of those owns (adds, documents and defaults) its keys. Call it on a Detectron2
 ``get_cfg()`` before ``merge_from_file`` of any defect_det config::
 
-    from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
+    from detectron2.config import get_cfg
     from defect_det.config import add_defect_config, get_defect_cfg
 
     cfg = get_cfg(); add_defect_config(cfg)       # or: cfg = get_defect_cfg()
@@ -23,6 +22,7 @@ __all__ = [
     "add_solver_config",
     "add_weak_mask_config",
     "get_defect_cfg",
+    "load_defect_cfg",
 ]
 
 
@@ -208,4 +208,25 @@ def get_defect_cfg():
     """A fresh Detectron2 default config with all defect_det keys added."""
     cfg = get_cfg()
     add_defect_config(cfg)
+    return cfg
+
+
+def load_defect_cfg(config_file, opts=()):
+    """
+    :func:`get_defect_cfg` merged with ``config_file`` and the ``KEY VALUE`` list ``opts`` (not
+    frozen). A missing file is a ``FileNotFoundError`` naming it; ``MODEL.DEVICE`` "cuda" on a
+    machine without a GPU falls back to "cpu" with a message.
+    """
+    import os
+
+    import torch
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        print(f"[defect_det] MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available: using cpu")
+        cfg.MODEL.DEVICE = "cpu"
     return cfg

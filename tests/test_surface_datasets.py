@@ -304,63 +304,46 @@ def test_mapper_config_errors():
         SegDecDatasetMapper(cfg, True)
 
 
-def test_mapper_flip_moves_image_and_mask_together(tmp_path):
+@pytest.mark.parametrize("flip,symmetries", [
+    ("both", {(h, v, 0) for h in (0, 1) for v in (0, 1)}),
+    ("dihedral", {(h, v, t) for h in (0, 1) for v in (0, 1) for t in (0, 1)}),
+])
+def test_mapper_flip_moves_image_and_mask_together(tmp_path, flip, symmetries):
     write_dagm(str(tmp_path / "Class1"), n=2, size=32, defective=(1,))
     d = load_dagm(str(tmp_path / "Class1"), "Train")[1]
     cfg = get_defect_cfg()
     cfg.INPUT.FORMAT = "L"
     cfg.MODEL.SEGDEC.INPUT_SIZE = (32, 32)
     plain = SegDecDatasetMapper(cfg, True)(d)
-    cfg.MODEL.SEGDEC.FLIP = "both"
-    mapper = SegDecDatasetMapper(cfg, True)
-    np.random.seed(0)
-    seen = set()
-    for _ in range(24):
-        out = mapper(d)
-        img, mask = out["image"][0], out["sem_seg"]
-        # exactly one of the four flips of the unaugmented pair, the same one for image and mask
-        hits = [(h, v) for h in (0, 1) for v in (0, 1)
-                if torch.equal(img, _flip(plain["image"][0], h, v)) and torch.equal(mask, _flip(plain["sem_seg"], h, v))]
-        assert len(hits) == 1
-        seen.add(hits[0])
-    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    # never at test time
-    assert torch.equal(SegDecDatasetMapper(cfg, False)(d)["image"], plain["image"])
-    cfg.MODEL.SEGDEC.FLIP = "diagonal"
-    with pytest.raises(ValueError, match="MODEL.SEGDEC.FLIP"):
-        SegDecDatasetMapper(cfg, True)
-
-
-def test_mapper_dihedral_gives_all_eight_symmetries_to_image_and_mask(tmp_path):
-    write_dagm(str(tmp_path / "Class1"), n=2, size=32, defective=(1,))
-    d = load_dagm(str(tmp_path / "Class1"), "Train")[1]
-    cfg = get_defect_cfg()
-    cfg.INPUT.FORMAT = "L"
-    cfg.MODEL.SEGDEC.INPUT_SIZE = (32, 32)
-    plain = SegDecDatasetMapper(cfg, True)(d)
-    cfg.MODEL.SEGDEC.FLIP = "dihedral"
+    cfg.MODEL.SEGDEC.FLIP = flip
     mapper = SegDecDatasetMapper(cfg, True)
     np.random.seed(0)
     seen = set()
     for _ in range(64):
         out = mapper(d)
         img, mask = out["image"][0], out["sem_seg"]
+        # exactly one symmetry of the unaugmented pair, the same one for image and mask
         hits = [(h, v, t) for h in (0, 1) for v in (0, 1) for t in (0, 1)
                 if torch.equal(img, _sym(plain["image"][0], h, v, t)) and torch.equal(mask, _sym(plain["sem_seg"], h, v, t))]
         assert len(hits) == 1
         seen.add(hits[0])
-    assert len(seen) == 8
+    assert seen == symmetries
+    # never at test time
     assert torch.equal(SegDecDatasetMapper(cfg, False)(d)["image"], plain["image"])
     cfg.MODEL.SEGDEC.INPUT_SIZE = (32, 40)
-    with pytest.raises(ValueError, match="square"):
+    if flip == "dihedral":
+        with pytest.raises(ValueError, match="square"):
+            SegDecDatasetMapper(cfg, True)
+    cfg.MODEL.SEGDEC.FLIP = "diagonal"
+    with pytest.raises(ValueError, match="MODEL.SEGDEC.FLIP"):
         SegDecDatasetMapper(cfg, True)
-
-
-def _sym(t, h, v, tr):
-    t = _flip(t, h, v)
-    return t.transpose(0, 1) if tr else t
 
 
 def _flip(t, h, v):
     dims = ([1] if h else []) + ([0] if v else [])
     return torch.flip(t, dims) if dims else t
+
+
+def _sym(t, h, v, tr):
+    t = _flip(t, h, v)
+    return t.transpose(0, 1) if tr else t

@@ -12,14 +12,13 @@ import json
 import os
 import sys
 
-import torch
 from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import defect_det  # noqa: F401,E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
-from defect_det.config import get_defect_cfg  # noqa: E402
+from defect_det.config import load_defect_cfg  # noqa: E402
 from defect_det.engine import DefectTrainer  # noqa: E402
 from defect_det.evaluation.mask_gt_boxes import masks_on_gt_boxes_for_datasets  # noqa: E402
 
@@ -31,13 +30,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="write {dataset: metrics} as JSON")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        raise SystemExit(f"--config-file {args.config_file!r} does not exist")
-    cfg = get_defect_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_defect_cfg(args.config_file, args.opts)
     if not cfg.MODEL.MASK_ON:
         raise SystemExit(f"{args.config_file}: MODEL.MASK_ON is False, the model predicts no masks")
     if not cfg.MODEL.WEIGHTS:

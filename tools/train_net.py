@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 
-import torch
 from tabulate import tabulate
 
 try:
@@ -30,7 +29,7 @@ import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 
-from defect_det.config import get_defect_cfg
+from defect_det.config import load_defect_cfg
 from defect_det.engine import DefectTrainer
 from defect_det.evaluation import format_summary_table, normalize_test_results
 from defect_det.utils.visualize import visualize_dataset_predictions
@@ -39,14 +38,7 @@ logger = logging.getLogger("defect_det")
 
 
 def setup(args):
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"--config-file {args.config_file!r} does not exist")
-    cfg = get_defect_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        print(f"[train_net] MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available: using cpu")
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_defect_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
