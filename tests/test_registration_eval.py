@@ -114,3 +114,59 @@ def test_evaluator_ap50_per_category(tmp_path):
 
     table = format_summary_table({"_t_fabric_eval": {"bbox": perfect}})
     assert "_t_fabric_eval" in table and "100.0" in table
+
+
+def test_evaluator_adds_mask_ap_with_mask_on(tmp_path):
+    """MODEL.MASK_ON: the evaluator also scores masks (task ``segm``) against the json's RLEs, and
+    the summary table gets mask columns. Ground truth: the left half of each box minus one column;
+    predicting it scores mask AP50 100, predicting the whole box (mask IoU 0.42-0.48) scores 0."""
+    import numpy as np
+    import pycocotools.mask as mask_util
+
+    json_file, _ = _coco(tmp_path)
+    data = json.loads(open(json_file).read())
+
+    def half(a, h=64, w=96):
+        x, y, bw, bh = a["bbox"]
+        m = np.zeros((h, w), np.uint8)
+        m[y:y + bh, x:x + bw // 2 - 1] = 1
+        return m
+
+    for a in data["annotations"]:
+        rle = mask_util.encode(np.asfortranarray(half(a)))
+        a["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    register_tianchi_fabric("_t_fabric_segm", json_file, str(tmp_path))
+    dicts = DatasetCatalog.get("_t_fabric_segm")
+    cfg = get_defect_cfg()
+    cfg.MODEL.MASK_ON = True
+    ev = build_defect_evaluator(cfg, "_t_fabric_segm", output_dir=str(tmp_path / "ev_segm"), distributed=False)
+
+    def run(whole_box):
+        ev.reset()
+        for d in dicts:
+            anns = d["annotations"]
+            inst = Instances((d["height"], d["width"]))
+            xyxy = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+            inst.pred_boxes = Boxes(torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4))
+            inst.scores = torch.full((len(anns),), 0.9)
+            inst.pred_classes = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
+            masks = []
+            for a in anns:
+                m = np.zeros((d["height"], d["width"]), bool)
+                x, y, bw, bh = (int(v) for v in a["bbox"])
+                m[y:y + bh, x:x + bw] = True
+                masks.append(m if whole_box else mask_util.decode(
+                    {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}).astype(bool))
+            inst.pred_masks = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, 64, 96), dtype=torch.bool)
+            ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+        return ev.evaluate()
+
+    exact = run(False)
+    assert exact["bbox"]["AP50"] == pytest.approx(100.0) and exact["segm"]["AP50"] == pytest.approx(100.0)
+    assert exact["segm"]["AP50-stained"] == pytest.approx(100.0)
+    boxes = run(True)
+    assert boxes["bbox"]["AP50"] == pytest.approx(100.0) and boxes["segm"]["AP50"] < 1.0
+    table = format_summary_table({"_t_fabric_segm": exact})
+    assert "mask AP50" in table and table.count("100.0") >= 3

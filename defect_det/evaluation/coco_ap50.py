@@ -95,15 +95,18 @@ def format_ap50_table(ap50_per_class, num_cols=3):
 @EVALUATOR_REGISTRY.register()
 class DefectCOCOEvaluator(COCOEvaluator):
     """
-    Detectron2's :class:`COCOEvaluator` restricted to boxes, which also returns
-    ``AP50-<class>`` for every class (NaN for classes absent from the dataset's ground truth) and
-    ``AP50_agnostic`` (all classes merged: did the detector find the defect at all?).
+    Detectron2's :class:`COCOEvaluator` on boxes (and on masks, task ``segm``, when
+    ``cfg.MODEL.MASK_ON``), which also returns ``AP50-<class>`` for every class and task (NaN for
+    classes absent from the dataset's ground truth) and the box task's ``AP50_agnostic`` (all
+    classes merged: did the detector find the defect at all?). Mask AP needs ground-truth
+    ``segmentation`` in the dataset's COCO json (the synthetic fabric export has it).
     """
 
     def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None):
+        masks = cfg is not None and cfg.MODEL.MASK_ON
         super().__init__(
             dataset_name,
-            tasks=("bbox",),
+            tasks=("bbox", "segm") if masks else ("bbox",),
             distributed=distributed,
             output_dir=output_dir,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE if cfg is not None else None,
@@ -139,14 +142,17 @@ def normalize_test_results(results, dataset_names):
 
 def format_summary_table(results):
     """
-    One row per test dataset: AP50 (headline), AP, AP75 and class-agnostic AP50 of the ``bbox`` task.
+    One row per test dataset: AP50 (headline), AP, AP75 and class-agnostic AP50 of the ``bbox`` task,
+    and mask AP50 / AP when some dataset has a ``segm`` task.
 
     Args:
-        results (dict): ``{dataset_name: {"bbox": {"AP50": ..., ...}}}``.
+        results (dict): ``{dataset_name: {"bbox": {"AP50": ..., ...}, ["segm": {...}]}}``.
     """
-    rows = []
-    for name, res in results.items():
-        box = res.get("bbox", {})
-        rows.append([name] + [f"{box.get(k, float('nan')):.1f}" for k in ("AP50", "AP", "AP75", "AP50_agnostic")])
-    return tabulate(rows, headers=["dataset", "AP50", "AP", "AP75", "AP50 (any class)"], tablefmt="pipe",
-                    disable_numparse=True)
+    columns = [("bbox", k) for k in ("AP50", "AP", "AP75", "AP50_agnostic")]
+    headers = ["dataset", "AP50", "AP", "AP75", "AP50 (any class)"]
+    if any("segm" in res for res in results.values()):
+        columns += [("segm", "AP50"), ("segm", "AP")]
+        headers += ["mask AP50", "mask AP"]
+    rows = [[name] + [f"{res.get(task, {}).get(k, float('nan')):.1f}" for task, k in columns]
+            for name, res in results.items()]
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
