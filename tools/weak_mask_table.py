@@ -55,31 +55,46 @@ def _run(cmd, log_path, what):
         raise SystemExit(f"{what} failed (exit {r.returncode}); see {log_path}")
 
 
+def _has_masks(results_path):
+    """True when train_net's results file has the ``segm`` task for every table dataset."""
+    if not os.path.isfile(results_path):
+        return False
+    with open(results_path) as f:
+        res = json.load(f)
+    return all("segm" in res.get(ds, {}) for ds in DATASETS)
+
+
 def run_row(key, stem, weights_from, args):
     """Train (or evaluate the weights of row ``weights_from``), then score the masks on the GT boxes.
     Returns the paths of ``results.json`` (train_net's COCO results) and ``masks_gt_boxes.json``;
-    either is reused when it exists (unless ``--force``)."""
+    either is reused when it exists (unless ``--force``); a trained row whose ``model_final.pth``
+    exists but whose results lack mask AP is evaluated again, not retrained."""
     out = os.path.join(args.out, f"seed{args.seed}", key)
     results = os.path.join(out, "results.json")
     on_gt = os.path.join(out, "masks_gt_boxes.json")
     weights = os.path.join(args.out, f"seed{args.seed}", weights_from or key, "model_final.pth")
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
-    if args.force or not os.path.isfile(results):
+    if args.force or not _has_masks(results):
         cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", CFG.format(stem),
                "--save-results", results]
         opts = ["OUTPUT_DIR", out, "SEED", str(args.seed), "DATASETS.TEST", str(DATASETS).replace(" ", ""),
                 "DATALOADER.NUM_WORKERS", str(args.workers)]
-        if weights_from:
+        log = "stdout.log"
+        if weights_from or (os.path.isfile(weights) and not args.force):
+            # an evaluation row, or a trained row whose results lack mask AP: evaluate its weights
             if not os.path.isfile(weights):
                 raise SystemExit(f"row {key!r} evaluates the weights of row {weights_from!r}: {weights} is missing")
             cmd.append("--eval-only")
             opts += ["MODEL.WEIGHTS", weights]
+            log = "stdout.log" if weights_from else "stdout_eval.log"  # keep the training log
         else:
             opts += schedule_opts(args.iters)
         opts += args.opts
         print(f"[weak_mask_table] {key}: {' '.join(cmd + opts)}", flush=True)
-        _run(cmd + opts, os.path.join(out, "stdout.log"), f"row {key!r}")
+        _run(cmd + opts, os.path.join(out, log), f"row {key!r}")
+        if not _has_masks(results):
+            raise SystemExit(f"row {key!r}: {results} has no mask AP ('segm') for every dataset")
     if args.force or not os.path.isfile(on_gt):
         cmd = [sys.executable, os.path.join("tools", "eval_masks_gt_boxes.py"), "--config-file", CFG.format(stem),
                "--out", on_gt, "--datasets", *DATASETS, "MODEL.WEIGHTS", weights] + args.opts
