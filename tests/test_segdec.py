@@ -384,20 +384,23 @@ def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
 
 
 def test_segdec_table_script_runs_rows_in_parallel(tmp_path):
-    """tools/segdec_table.py end to end on a tiny set: two rows at once, table rows and values."""
+    """tools/segdec_table.py end to end on a tiny set: two rows at once, table rows and values; the
+    row 'nall' is the same training as 'full' and reuses its results."""
     import subprocess
     import sys
 
     out = tmp_path / "table"
     cmd = [sys.executable, os.path.join(REPO, "tools", "segdec_table.py"), "--out", str(out),
-           "--rows", "full", "no_fos", "--classes", "1", "--size", "64", "--train-images", "16",
+           "--rows", "full", "no_fos", "nall", "--classes", "1", "--size", "64", "--train-images", "16",
            "--test-images", "8", "--iters", "4", "--jobs", "2"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     table = (out / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "row" not in line]
     assert [line.split("|")[1].strip() for line in rows] == [
-        "full (all extensions)", "- frequency-of-use sampling"]
+        "full (all extensions)", "- frequency-of-use sampling", "mixed N=all (= full)"]
+    assert rows[2].split("|")[2:] == rows[0].split("|")[2:]
+    assert not (out / "nall").exists()
     for line in rows:
         values = [float(c) for c in line.strip("|").split("|")[1:-1]]
         assert len(values) == 4 and all(0.0 <= v <= 1.0 for v in values[:4])
