@@ -180,6 +180,13 @@ def add_weak_mask_config(cfg):
     _w.DILATION = 2             # spacing of the 8 neighbours on the mask grid
     _w.WARMUP_ITERS = 1000      # the pairwise weight ramps in linearly over these iterations; 0 = off
     _w.USE_TEMPLATE = True      # use the image - template difference where the input has a template
+    # Template-difference loss (needs USE_TEMPLATE and a template): inside the box, cells whose
+    # pooled difference d_i >= TEMPLATE_THRESH * max_box d are pseudo-foreground, the others
+    # pseudo-background (BCE, weight TEMPLATE_WEIGHT; 0 = off); ROIs whose max_box d is below
+    # TEMPLATE_MIN_DIFF (no visible difference: d in [0, sqrt(3)], pixel units / 255) are skipped.
+    _w.TEMPLATE_WEIGHT = 1.0
+    _w.TEMPLATE_THRESH = 0.4
+    _w.TEMPLATE_MIN_DIFF = 0.05
     # Entropy-constrained refinement of the predicted mask probabilities at inference
     # (defect_det/modeling/roi_heads/mask_refine.py).
     cfg.MODEL.ROI_MASK_HEAD.REFINE = CN()

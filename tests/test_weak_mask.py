@@ -26,7 +26,12 @@ from defect_det.modeling.roi_heads.mask_affinity import (
     shift_to_neighbours,
 )
 from defect_det.modeling.roi_heads.mask_refine import binary_entropy_from_logits
-from defect_det.modeling.roi_heads.weak_mask_head import box_grid_targets, pairwise_loss, projection_loss
+from defect_det.modeling.roi_heads.weak_mask_head import (
+    box_grid_targets,
+    pairwise_loss,
+    projection_loss,
+    template_difference_loss,
+)
 
 from conftest import REPO, tiny_cfg
 
@@ -110,7 +115,7 @@ def test_projection_loss_is_zero_for_the_filled_box_and_positive_otherwise():
 
 
 def test_head_projection_loss_uses_the_gt_class_channel():
-    cfg = _cfg(**{"MODEL.ROI_MASK_HEAD.WEAK.PAIRWISE_WEIGHT": "0.0"})
+    cfg = _cfg(**{"MODEL.ROI_MASK_HEAD.WEAK.PAIRWISE_WEIGHT": "0.0", "MODEL.ROI_MASK_HEAD.WEAK.TEMPLATE_WEIGHT": "0.0"})
     model = build_model(cfg)
     head = model.roi_heads.mask_head
     assert isinstance(head, BoxSupervisedMaskHead)
@@ -561,3 +566,50 @@ def test_masks_on_gt_boxes_scores_the_mask_branch_on_the_gt_boxes(scale):
     assert full["mIoU"] > 0.9 and full["IoU>=0.75"] == 1.0
     half = masks_on_gt_boxes(model, [record(True)], mapper)
     assert 0.4 < half["mIoU"] < 0.6 and half["IoU>=0.5"] <= 1.0 and half["IoU>=0.75"] == 0.0
+
+
+# ------------------------------------------------------------------------ template-difference loss
+def test_template_difference_loss_targets_the_cells_that_differ_from_the_template():
+    m = 28
+    inside = torch.zeros(2, m, m, dtype=torch.bool)
+    inside[:, 4:24, 4:24] = True                       # the box B
+    diff = torch.zeros(2, m, m)
+    diff[0, 10:14, 6:22] = 0.5                          # ROI 0: a bar that differs from the template
+    diff[0, 4:24, 4:24] += 0.01                         # + noise floor (below 0.4 * peak)
+    diff[1, 4:24, 4:24] = 0.02                          # ROI 1: no visible difference (< min_diff)
+    bar = torch.zeros(m, m)
+    bar[10:14, 6:22] = 1
+    good = (bar * 60 - 30).expand(2, m, m).clone()      # confident mask = the bar
+    filled = (inside.float() * 60 - 30)                 # the filled box
+    kw = dict(thresh=0.4, min_diff=0.05)
+    assert template_difference_loss(good, diff, inside, **kw) < 1e-6
+    assert template_difference_loss(filled, diff, inside, **kw) > 5.0
+    # ROI 1 is left out: changing its logits changes nothing
+    other = good.clone()
+    other[1] = -other[1]
+    assert torch.equal(template_difference_loss(other, diff, inside, **kw),
+                       template_difference_loss(good, diff, inside, **kw))
+    # cells outside the box never count; no usable ROI -> 0 with a graph
+    x = torch.zeros(2, m, m, requires_grad=True)
+    loss = template_difference_loss(x, diff * 0.01, inside, **kw)
+    assert float(loss) == 0.0 and loss.requires_grad
+    loss = template_difference_loss(x, diff, inside, **kw)
+    loss.backward()
+    g = x.grad[0]
+    assert (g[~inside[0]] == 0).all() and (g[10:14, 6:22] < 0).all() and (g[16:24, 4:24] > 0).all()
+
+
+def test_template_difference_loss_in_the_head_needs_a_template():
+    torch.manual_seed(0)
+    model = build_model(_cfg(**{"MODEL.META_ARCHITECTURE": "TemplateRCNN"}))
+    assert model.roi_heads.mask_head.template_weight == 1.0
+    inputs = _inputs()
+    with EventStorage(0):
+        losses = model.train()(inputs)
+    assert "loss_mask_template" in losses and torch.isfinite(losses["loss_mask_template"])
+    off = build_model(_cfg(**{"MODEL.ROI_MASK_HEAD.WEAK.USE_TEMPLATE": "False"}))
+    assert off.roi_heads.mask_head.template_weight == 0.0
+    with EventStorage(0):
+        assert "loss_mask_template" not in off.train()(_inputs())
+    with pytest.raises(ValueError, match="TEMPLATE_THRESH"):
+        build_model(_cfg(**{"MODEL.ROI_MASK_HEAD.WEAK.TEMPLATE_THRESH": "0.0"}))

@@ -26,7 +26,8 @@ from defect_det.evaluation.mask_gt_boxes import masks_on_gt_boxes_for_datasets  
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--datasets", nargs="+", default=None, help="default: DATASETS.TEST")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="default: DATASETS.TEST (put KEY VALUE overrides before this flag or use DATASETS.TEST)")
     p.add_argument("--out", default=None, help="write {dataset: metrics} as JSON")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)

@@ -63,13 +63,15 @@ def template_usage(cfg, is_train):
 
 
 def _mask_head_reads_templates(cfg, is_train) -> bool:
-    """Whether BoxSupervisedMaskHead uses the image - template difference as an affinity cue: in
-    training for its pairwise loss, at inference for the refinement (WEAK.USE_TEMPLATE); the
+    """Whether BoxSupervisedMaskHead uses the image - template difference: in training for its
+    pairwise and template-difference losses, at inference for the refinement (WEAK.USE_TEMPLATE); the
     template then loads where the image has one, in every TEMPLATE.MODE."""
     m = cfg.MODEL.ROI_MASK_HEAD
     if not (cfg.MODEL.MASK_ON and m.NAME == "BoxSupervisedMaskHead" and m.WEAK.USE_TEMPLATE):
         return False
-    return bool(m.BOX_SUPERVISED and m.WEAK.PAIRWISE_WEIGHT > 0) if is_train else bool(m.REFINE.ENABLED)
+    if is_train:
+        return bool(m.BOX_SUPERVISED and (m.WEAK.PAIRWISE_WEIGHT > 0 or m.WEAK.TEMPLATE_WEIGHT > 0))
+    return bool(m.REFINE.ENABLED)
 
 
 def mask_loading_args(cfg):

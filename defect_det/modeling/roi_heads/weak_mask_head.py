@@ -21,6 +21,12 @@ probabilities p = sigmoid(x):
   edges E = {(i, k): w_ik >= tau, i inside B, neighbour inside the grid}:
   ``L_pair = -1/|E| sum_E log(p_i p_j + (1 - p_i)(1 - p_j))`` (in log space from the logits).
   It is ramped in linearly over ``WEAK.WARMUP_ITERS`` iterations (factor min(1, (iter+1)/W)).
+- **Template-difference loss** (:func:`template_difference_loss`, ours; only where the image has a
+  template): with d the image - template difference magnitude pooled into the grid, the cells of
+  B with d_i >= kappa max_B d are pseudo-foreground, the other cells of B pseudo-background:
+  ``L_tmpl = mean over those cells of BCE(x_i, [d_i >= kappa max_B d])``, over the ROIs whose
+  max_B d >= ``TEMPLATE_MIN_DIFF``. The filled box minimises both losses above (every edge inside
+  B agrees); this is the term that says which part of the box is the defect.
 
 The images reach the head through :meth:`BoxSupervisedMaskHead.input_images`, a context manager
 ``TemplateRCNN`` opens around its ROI heads call (the mask head only receives pooled features and
@@ -53,6 +59,7 @@ __all__ = [
     "box_grid_targets",
     "pairwise_loss",
     "projection_loss",
+    "template_difference_loss",
 ]
 
 
@@ -134,6 +141,29 @@ def pairwise_loss(
     return (-log_same * edges).sum() / n.clamp(min=1)
 
 
+def template_difference_loss(
+    logits: torch.Tensor, diff: torch.Tensor, inside: torch.Tensor, thresh: float, min_diff: float
+) -> torch.Tensor:
+    """
+    Template-difference loss (module doc).
+
+    Args:
+        logits: (R, M, M) mask logits.
+        diff: (R, M, M) image - template difference magnitude pooled into each ROI's grid.
+        inside: (R, M, M) bool, the box target B of each ROI.
+        thresh: kappa in (0, 1]: cells of B with d >= kappa * max_B d are pseudo-foreground.
+        min_diff: ROIs whose max_B d is below this are left out.
+    Returns:
+        scalar: mean BCE over the cells of B of the ROIs used; 0 (with a graph) if there is none.
+    """
+    d = diff.masked_fill(~inside, 0.0)
+    peak = d.flatten(1).max(dim=1).values                               # (R,)
+    used = inside & (peak >= min_diff)[:, None, None]
+    target = (d >= thresh * peak[:, None, None]).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (bce * used).sum() / used.sum().clamp(min=1)
+
+
 @ROI_MASK_HEAD_REGISTRY.register()
 class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
     """``MaskRCNNConvUpsampleHead`` with box-only losses and entropy-constrained refinement (module
@@ -156,6 +186,9 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         dilation: int = 2,
         warmup_iters: int = 1000,
         use_template: bool = True,
+        template_weight: float = 0.0,
+        template_thresh: float = 0.4,
+        template_min_diff: float = 0.05,
         refiner: Optional[EntropyConstrainedRefiner] = None,
         **kwargs,
     ):
@@ -169,12 +202,17 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
             dilation: neighbour spacing (>= 1).
             warmup_iters: iterations over which the pairwise loss ramps in (0 = none).
             use_template: use the image - template difference where the image has a template.
+            template_weight: weight of the template-difference loss (>= 0; needs use_template).
+            template_thresh: kappa of that loss, in (0, 1].
+            template_min_diff: ROIs with a smaller peak difference in the box are left out (>= 0).
             refiner: refinement applied at inference, or None.
         """
         super().__init__(input_shape, **kwargs)
         for name, v in (("projection_weight (WEAK.PROJECTION_WEIGHT)", projection_weight),
                         ("pairwise_weight (WEAK.PAIRWISE_WEIGHT)", pairwise_weight),
-                        ("warmup_iters (WEAK.WARMUP_ITERS)", warmup_iters)):
+                        ("warmup_iters (WEAK.WARMUP_ITERS)", warmup_iters),
+                        ("template_weight (WEAK.TEMPLATE_WEIGHT)", template_weight),
+                        ("template_min_diff (WEAK.TEMPLATE_MIN_DIFF)", template_min_diff)):
             if v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if theta <= 0 or theta_template <= 0:
@@ -182,6 +220,8 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
                              f"got {theta}, {theta_template}")
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"tau (WEAK.TAU) must be in [0, 1], got {tau}")
+        if not 0.0 < template_thresh <= 1.0:
+            raise ValueError(f"template_thresh (WEAK.TEMPLATE_THRESH) must be in (0, 1], got {template_thresh}")
         self.offsets = neighbour_offsets(dilation)
         if refiner is not None and refiner.offsets != self.offsets:
             raise ValueError("refiner and head must use the same dilation (MODEL.ROI_MASK_HEAD.WEAK.DILATION)")
@@ -193,6 +233,9 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         self.tau = float(tau)
         self.warmup_iters = int(warmup_iters)
         self.use_template = use_template
+        self.template_weight = float(template_weight) if use_template else 0.0
+        self.template_thresh = float(template_thresh)
+        self.template_min_diff = float(template_min_diff)
         self.refiner = refiner
         self._cues: Optional[torch.Tensor] = None        # (N, 4, H, W) while input_images is open
         self._cue_valid: Optional[torch.Tensor] = None   # (N,) bool
@@ -213,13 +256,18 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
             dilation=w.DILATION,
             warmup_iters=w.WARMUP_ITERS,
             use_template=w.USE_TEMPLATE,
+            template_weight=w.TEMPLATE_WEIGHT,
+            template_thresh=w.TEMPLATE_THRESH,
+            template_min_diff=w.TEMPLATE_MIN_DIFF,
             refiner=refiner,
         )
-        needs_images = (c.BOX_SUPERVISED and w.PAIRWISE_WEIGHT > 0) or c.REFINE.ENABLED
+        template_loss = w.USE_TEMPLATE and w.TEMPLATE_WEIGHT > 0
+        needs_images = (c.BOX_SUPERVISED and (w.PAIRWISE_WEIGHT > 0 or template_loss)) or c.REFINE.ENABLED
         if needs_images and cfg.MODEL.META_ARCHITECTURE != "TemplateRCNN":
             raise ValueError(
                 "MODEL.ROI_MASK_HEAD.NAME 'BoxSupervisedMaskHead' with BOX_SUPERVISED and WEAK.PAIRWISE_WEIGHT "
-                "> 0, or with REFINE.ENABLED, needs the input images, which MODEL.META_ARCHITECTURE "
+                "> 0 or WEAK.TEMPLATE_WEIGHT > 0 (with WEAK.USE_TEMPLATE), or with REFINE.ENABLED, needs the "
+                "input images, which MODEL.META_ARCHITECTURE "
                 f"'TemplateRCNN' passes to it (got {cfg.MODEL.META_ARCHITECTURE!r})"
             )
         return ret
@@ -227,10 +275,10 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
     # ------------------------------------------------------------------ images
     @property
     def needs_images(self) -> bool:
-        """Whether the head reads the input images in its current mode: the pairwise loss in
-        training, the refinement at inference."""
+        """Whether the head reads the input images in its current mode: the pairwise and
+        template-difference losses in training, the refinement at inference."""
         if self.training:
-            return self.box_supervised and self.pairwise_weight > 0
+            return self.box_supervised and (self.pairwise_weight > 0 or self.template_weight > 0)
         return self.refiner is not None
 
     @property
@@ -259,12 +307,13 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         finally:
             self._cues, self._cue_valid = previous
 
-    def affinities(self, box_lists: List[Boxes], size) -> torch.Tensor:
-        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid."""
+    def _pooled_cues(self, box_lists: List[Boxes], size):
+        """The cues pooled into the ROIs' M x M grids: colour (R, C, M, M), and the template
+        difference (R, 1, M, M) with its validity (R,) per ROI, or None, None without templates."""
         if self._cues is None:
             raise RuntimeError(
-                "BoxSupervisedMaskHead needs the input images (pairwise loss / refinement): run it "
-                "inside `with mask_head.input_images(...)` (MODEL.META_ARCHITECTURE 'TemplateRCNN' does)"
+                "BoxSupervisedMaskHead needs the input images (pairwise/template losses, refinement): run "
+                "it inside `with mask_head.input_images(...)` (MODEL.META_ARCHITECTURE 'TemplateRCNN' does)"
             )
         pooled = pool_cues(self._cues, box_lists, tuple(size))           # (R, C + 1, M, M)
         diff, valid = None, None
@@ -272,7 +321,12 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
             image_index = torch.cat([torch.full((len(b),), i, device=pooled.device, dtype=torch.long)
                                      for i, b in enumerate(box_lists)])
             diff, valid = pooled[:, -1:], self._cue_valid[image_index]
-        return pairwise_affinity(pooled[:, :-1], self.offsets, self.theta, diff, valid, self.theta_template)
+        return pooled[:, :-1], diff, valid
+
+    def affinities(self, box_lists: List[Boxes], size) -> torch.Tensor:
+        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid."""
+        colour, diff, valid = self._pooled_cues(box_lists, size)
+        return pairwise_affinity(colour, self.offsets, self.theta, diff, valid, self.theta_template)
 
     # ------------------------------------------------------------------ network
     def layers(self, x):
@@ -312,11 +366,13 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         Args:
             logits: (R, C, M, M) mask logits of the positive proposals ``instances``.
         Returns:
-            {"loss_mask_projection", "loss_mask_pairwise"} (weighted; pairwise with its warm-up).
+            {"loss_mask_projection", "loss_mask_pairwise"[, "loss_mask_template"]} (weighted;
+            pairwise with its warm-up; template only with WEAK.TEMPLATE_WEIGHT > 0).
         """
         if logits.shape[0] == 0:
             zero = logits.sum() * 0.0
-            return {"loss_mask_projection": zero, "loss_mask_pairwise": zero}
+            keys = ["loss_mask_projection", "loss_mask_pairwise"] + (["loss_mask_template"] if self.template_weight > 0 else [])
+            return {k: zero for k in keys}
         m = logits.shape[-1]
         x = self._class_logits(logits, instances)                       # (R, M, M)
         # images without any GT box keep an empty entry without gt_* fields (Detectron2's
@@ -325,9 +381,17 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         gt = torch.cat([i.gt_boxes.tensor for i in instances if len(i)])
         in_x, in_y = box_grid_targets(gt, rois, m)
         losses = {"loss_mask_projection": self.projection_weight * projection_loss(x.sigmoid(), in_x, in_y)}
+        inside = in_y[:, :, None] & in_x[:, None, :]
+        boxes = [i.proposal_boxes for i in instances]
+        if self.template_weight > 0:
+            _, diff, valid = self._pooled_cues(boxes, logits.shape[-2:])
+            if diff is None:  # no image of the batch has a template
+                losses["loss_mask_template"] = x.sum() * 0.0
+            else:
+                losses["loss_mask_template"] = self.template_weight * template_difference_loss(
+                    x, diff[:, 0], inside & valid[:, None, None], self.template_thresh, self.template_min_diff)
         if self.pairwise_weight > 0:
-            affinity = self.affinities([i.proposal_boxes for i in instances], logits.shape[-2:])
-            inside = in_y[:, :, None] & in_x[:, None, :]
+            affinity = self.affinities(boxes, logits.shape[-2:])
             warm = 1.0
             if self.warmup_iters > 0:
                 warm = min(1.0, (get_event_storage().iter + 1) / self.warmup_iters)
