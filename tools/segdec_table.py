@@ -14,6 +14,7 @@ defective images per class: real DAGM classes 1-6 have 66-83, and N = 5, 20 are 
     python tools/segdec_table.py                          # every row, classes 1 2
     python tools/segdec_table.py --rows full no_dt --classes 1 2 3 4 5 6 --seeds 0 1
     python tools/segdec_table.py --list
+    python tools/segdec_table.py --rows full --classes 1 --epochs 35 --out output/x MODEL.SEGDEC.FLIP both
 
 Every training runs with ``--threads`` torch threads (default 1) and no data-loader workers: this
 network is small, and several processes with many threads each on a 2-core machine run ~10x slower
@@ -78,7 +79,7 @@ def run(key, overrides, cls, seed, args):
     if os.path.isfile(result) and not args.force:
         return json.load(open(result))
     os.makedirs(out, exist_ok=True)
-    opts = overrides + [
+    opts = overrides + list(args.opts) + [
         "DATASETS.TRAIN", f"('synthetic_dagm_class{cls}_train',)",
         "DATASETS.TEST", f"('synthetic_dagm_class{cls}_test',)",
         "MODEL.SEGDEC.INPUT_SIZE", f"({args.size}, {args.size})",
@@ -119,6 +120,8 @@ def main():
     p.add_argument("--jobs", type=int, default=0, help="trainings at once (0: cores // threads)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--list", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE overrides for every row (applied after the row's own; use a new --out)")
     args = p.parse_args()
     rows = {k: (label, o) for k, label, o in ROWS}
     if args.list:
