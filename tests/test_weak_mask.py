@@ -525,6 +525,11 @@ def test_decode_segmentation_rle_polygon_and_size_check():
         decode_segmentation(rle, 21, 30)
     with pytest.raises(ValueError, match="unsupported"):
         decode_segmentation("x", 20, 30)
+    from defect_det.evaluation.mask_gt_boxes import annotation_mask
+
+    record = {"file_name": "img7.jpg", "height": 21, "width": 30, "annotations": [{"segmentation": rle}]}
+    with pytest.raises(ValueError, match="img7.jpg: annotation 0: segmentation: .*size"):
+        annotation_mask(record, 0)
 
 
 @pytest.mark.parametrize("scale", [1, 2])

@@ -23,7 +23,7 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
 
 from defect_det.data.template_ops import align_template  # noqa: E402
-from defect_det.evaluation.mask_gt_boxes import decode_segmentation  # noqa: E402
+from defect_det.evaluation.mask_gt_boxes import annotation_mask, mask_iou  # noqa: E402
 
 
 def _read(path, what, record):
@@ -43,28 +43,23 @@ def box_masks(dataset_dicts, kappas, blur):
         if not d.get("template_file_name"):
             raise SystemExit(f"{d['file_name']}: no template_file_name (a fabric dataset is needed)")
         image = _read(d["file_name"], "image", d["file_name"])
-        template = align_template(image, _read(d["template_file_name"], "template", d["file_name"]))
-        template = template[0] if isinstance(template, tuple) else template
+        template, _ = align_template(image, _read(d["template_file_name"], "template", d["file_name"]))
         diff = np.linalg.norm(image - template.astype(np.float32), axis=2)
         if blur > 0:
             diff = cv2.GaussianBlur(diff, (0, 0), blur)
-        for a in anns:
-            gt = decode_segmentation(a["segmentation"], d["height"], d["width"])
+        record = dict(d, annotations=anns)
+        for i, a in enumerate(anns):
+            gt = annotation_mask(record, i)
             x0, y0, x1, y1 = (int(round(v)) for v in BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS))
             box = np.zeros_like(gt)
             box[y0:y1, x0:x1] = True
             inside = diff[y0:y1, x0:x1]
-
-            def iou(m):
-                union = np.logical_or(m, gt).sum()
-                return float(np.logical_and(m, gt).sum() / union) if union else 1.0
-
-            ious["filled box"].append(iou(box))
+            ious["filled box"].append(mask_iou(box, gt))
             for k in kappas:
                 m = np.zeros_like(gt)
                 if inside.size:
                     m[y0:y1, x0:x1] = inside >= k * inside.max()
-                ious[f"kappa={k:g}"].append(iou(m))
+                ious[f"kappa={k:g}"].append(mask_iou(m, gt))
     return ious
 
 

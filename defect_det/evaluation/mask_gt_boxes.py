@@ -25,7 +25,7 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
-__all__ = ["decode_segmentation", "masks_on_gt_boxes", "masks_on_gt_boxes_for_datasets"]
+__all__ = ["annotation_mask", "decode_segmentation", "mask_iou", "masks_on_gt_boxes", "masks_on_gt_boxes_for_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,21 @@ def decode_segmentation(segm, height: int, width: int) -> np.ndarray:
     if m.shape[:2] != (height, width):
         raise ValueError(f"segmentation of size {m.shape[:2]} on an image of size {(height, width)}")
     return m.astype(bool)
+
+
+def annotation_mask(record: Dict, index: int) -> np.ndarray:
+    """(H, W) bool mask of ``record["annotations"][index]``; a bad ``segmentation`` is a ValueError
+    naming the image file and the annotation."""
+    try:
+        return decode_segmentation(record["annotations"][index]["segmentation"], record["height"], record["width"])
+    except ValueError as e:
+        raise ValueError(f"{record.get('file_name', '?')}: annotation {index}: segmentation: {e}") from None
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of two (H, W) bool masks; 1.0 when both are empty."""
+    union = np.logical_or(pred, gt).sum()
+    return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
 
 
 def _gt_instances(dataset_dict, input_hw) -> Instances:
@@ -92,10 +107,8 @@ def masks_on_gt_boxes(model, dataset_dicts: Iterable[Dict], mapper) -> Dict[str,
             if not out.has("pred_masks"):
                 raise ValueError("the model predicts no 'pred_masks' (MODEL.MASK_ON is False?)")
             pred = out.pred_masks.to("cpu").numpy().astype(bool)  # (R, height, width)
-            for i, a in enumerate(with_mask):
-                gt = decode_segmentation(a["segmentation"], d["height"], d["width"])
-                union = np.logical_or(pred[i], gt).sum()
-                ious.append(float(np.logical_and(pred[i], gt).sum() / union) if union else 1.0)
+            for i in range(len(with_mask)):
+                ious.append(mask_iou(pred[i], annotation_mask(record, i)))
     if skipped:
         logger.warning(f"masks_on_gt_boxes: {skipped} annotations without 'segmentation' were not scored")
     iou = np.asarray(ious)

@@ -323,9 +323,10 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
             diff, valid = pooled[:, -1:], self._cue_valid[image_index]
         return pooled[:, :-1], diff, valid
 
-    def affinities(self, box_lists: List[Boxes], size) -> torch.Tensor:
-        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid."""
-        colour, diff, valid = self._pooled_cues(box_lists, size)
+    def affinities(self, box_lists: List[Boxes], size, pooled=None) -> torch.Tensor:
+        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid;
+        ``pooled``: their :meth:`_pooled_cues` if already computed."""
+        colour, diff, valid = pooled if pooled is not None else self._pooled_cues(box_lists, size)
         return pairwise_affinity(colour, self.offsets, self.theta, diff, valid, self.theta_template)
 
     # ------------------------------------------------------------------ network
@@ -383,15 +384,17 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         losses = {"loss_mask_projection": self.projection_weight * projection_loss(x.sigmoid(), in_x, in_y)}
         inside = in_y[:, :, None] & in_x[:, None, :]
         boxes = [i.proposal_boxes for i in instances]
+        # the image cues are pooled into the ROIs once, for both losses that read them
+        pooled = self._pooled_cues(boxes, logits.shape[-2:]) if self.needs_images else None
         if self.template_weight > 0:
-            _, diff, valid = self._pooled_cues(boxes, logits.shape[-2:])
+            _, diff, valid = pooled
             if diff is None:  # no image of the batch has a template
                 losses["loss_mask_template"] = x.sum() * 0.0
             else:
                 losses["loss_mask_template"] = self.template_weight * template_difference_loss(
                     x, diff[:, 0], inside & valid[:, None, None], self.template_thresh, self.template_min_diff)
         if self.pairwise_weight > 0:
-            affinity = self.affinities(boxes, logits.shape[-2:])
+            affinity = self.affinities(boxes, logits.shape[-2:], pooled)
             warm = 1.0
             if self.warmup_iters > 0:
                 warm = min(1.0, (get_event_storage().iter + 1) / self.warmup_iters)
