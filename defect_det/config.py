@@ -126,6 +126,11 @@ def add_segdec_config(cfg):
     # "horizontal", "vertical" or "both"; each direction flipped with probability 1/2; "dihedral":
     # "both" plus a transpose with probability 1/2 (all 8 rotations/reflections; square inputs).
     _c.FLIP = "none"
+    # Test-time augmentation (on with Detectron2's TEST.AUG.ENABLED; modeling/meta_arch/segdec_tta.py):
+    # the flips / transposes averaged, "" = those of FLIP ("horizontal", "vertical", "both",
+    # "dihedral"), and whether the logits ("logit") or the probabilities ("prob") are averaged.
+    _c.TEST_AUG_FLIP = ""
+    _c.TEST_AUG_REDUCE = "logit"
     # Probability threshold binarising the defect map for the pixel-level Dice / IoU.
     _c.PIXEL_THRESHOLD = 0.5
     # With DATALOADER.SAMPLER_TRAIN "FrequencyOfUseSampler": "balanced" (least-used negatives

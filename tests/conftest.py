@@ -67,3 +67,27 @@ TINY_OPTS = [
     "DATALOADER.NUM_WORKERS", "0", "TEST.DETECTIONS_PER_IMAGE", "50",
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
 ]
+
+
+# ---------------------------------------------------------------------------------- synthetic DAGM
+TINY_DAGM = dict(seed=0, classes=(1, 2), size=64, train_images=8, test_images=6, defect_fraction=0.4)
+
+
+@pytest.fixture(scope="session")
+def tiny_dagm(tmp_path_factory):
+    from defect_det.data.synthetic.dagm import SyntheticDAGMConfig, generate_dagm_dataset
+
+    root = str(tmp_path_factory.mktemp("sdagm"))
+    generate_dagm_dataset(root, SyntheticDAGMConfig(**TINY_DAGM))
+    return root
+
+
+def register_tiny_dagm(root):
+    """Register class 1 of the ``tiny_dagm`` set as tiny_sdagm_{train,test} (once per process)."""
+    from detectron2.data import DatasetCatalog
+
+    from defect_det.data.datasets.surface import register_dagm
+
+    for split in ("train", "test"):
+        if f"tiny_sdagm_{split}" not in DatasetCatalog.list():
+            register_dagm(f"tiny_sdagm_{split}", os.path.join(root, "Class1"), split)

@@ -13,7 +13,7 @@ import defect_det  # noqa: F401
 from defect_det.config import get_defect_cfg
 from defect_det.modeling.meta_arch.segdec import SegDecNet
 
-from conftest import REPO
+from conftest import REPO, TINY_DAGM, register_tiny_dagm
 
 
 def tiny_model_cfg(**segdec):
@@ -220,18 +220,6 @@ def test_frequency_of_use_sampler_is_infinite_and_sharded(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------- synthetic DAGM
-TINY_DAGM = dict(seed=0, classes=(1, 2), size=64, train_images=8, test_images=6, defect_fraction=0.4)
-
-
-@pytest.fixture(scope="module")
-def tiny_dagm(tmp_path_factory):
-    from defect_det.data.synthetic.dagm import SyntheticDAGMConfig, generate_dagm_dataset
-
-    root = str(tmp_path_factory.mktemp("sdagm"))
-    generate_dagm_dataset(root, SyntheticDAGMConfig(**TINY_DAGM))
-    return root
-
-
 def test_synthetic_dagm_layout_and_loader(tiny_dagm):
     import cv2
 
@@ -355,15 +343,10 @@ def test_build_every_segdec_config(path):
 
 
 def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
-    from detectron2.data import DatasetCatalog
-
-    from defect_det.data.datasets.surface import register_dagm
     from defect_det.data.samplers import FrequencyOfUseSampler
     from defect_det.engine import DefectTrainer
 
-    for split in ("train", "test"):
-        if f"tiny_sdagm_{split}" not in DatasetCatalog.list():
-            register_dagm(f"tiny_sdagm_{split}", os.path.join(tiny_dagm, "Class1"), split)
+    register_tiny_dagm(tiny_dagm)
     cfg = get_defect_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "SegDecNet", "synthetic_dagm_cpu.yaml"))
     cfg.merge_from_list([
@@ -402,8 +385,24 @@ def test_segdec_table_script_runs_rows_in_parallel(tmp_path):
     assert rows[2].split("|")[2:] == rows[0].split("|")[2:]
     assert not (out / "nall").exists()
     for line in rows:
-        values = [float(c) for c in line.strip("|").split("|")[1:-1]]
-        assert len(values) == 4 and all(0.0 <= v <= 1.0 for v in values[:4])
-        assert float(line.strip("|").split("|")[-1]) == values[0]  # one class: its AP is the mean
+        cells = line.strip("|").split("|")
+        values = [float(c) for c in cells[1:]]
+        assert len(values) == 8 and all(0.0 <= v <= 1.0 for v in values)
+        assert values[6] == values[0] and values[7] == values[1]  # one class: its AP (TTA) is the mean
     for key in ("full", "no_fos"):
         assert (out / key / "class1" / "seed0" / "results.json").is_file()
+    # a row saved without the _TTA results (trained before TTA existed) is evaluated again from its
+    # model_final.pth, not retrained; its plain results come out the same
+    import json
+
+    saved = out / "full" / "class1" / "seed0" / "results.json"
+    results = json.loads(saved.read_text())
+    saved.write_text(json.dumps({k: v for k, v in results.items() if not k.endswith("_TTA")}))
+    cmd = [sys.executable, os.path.join(REPO, "tools", "segdec_table.py"), "--out", str(out),
+           "--rows", "full", "--classes", "1", "--size", "64", "--train-images", "16",
+           "--test-images", "8", "--iters", "4"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "full class 1 seed 0: evaluated" in r.stdout
+    again = json.loads(saved.read_text())
+    assert set(again) == set(results) and again == results

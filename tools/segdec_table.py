@@ -6,7 +6,9 @@ ablation (full model, then each training extension off) and the mixed-supervisio
 
 Every row trains ``configs/SegDecNet/synthetic_dagm_cpu.yaml`` with the SAME schedule and seed
 through ``tools/train_net.py``, once per class, and reads the image-level AP, AUROC, detection
-rate and pixel Dice of the class's test split from ``--save-results``. The data is generated first
+rate and pixel Dice of the class's test split from ``--save-results``, plain and with the
+test-time augmentation of the config's FLIP (``TEST.AUG.ENABLED``: the dihedral group, 8 views;
+columns "(TTA)"); rows trained before it existed are evaluated again from their ``model_final.pth``. The data is generated first
 (if absent) into ``<out>/datasets/synthetic_dagm`` with ``--train-images`` (default 320, i.e. 80
 defective images per class: real DAGM classes 1-6 have 66-83, and N = 5, 20 are real subsets); the subprocesses read it through
 ``DETECTRON2_DATASETS``. Rows already done (``results.json`` exists) are reused unless ``--force``.
@@ -21,7 +23,7 @@ network is small, and several processes with many threads each on a 2-core machi
 than one thread each (measured: 0.42 vs 0.042 s/iteration). ``--jobs`` trainings run at once
 (default: the number of cores / threads).
 
-Prints a markdown table (mean over classes and seeds, and the image AP of each class) and writes it to ``<out>/table.md``.
+Prints a markdown table (mean over classes and seeds, and the image AP of each class, plain and TTA) and writes it to ``<out>/table.md``.
 """
 import argparse
 import concurrent.futures
@@ -54,7 +56,10 @@ ROWS = [
 ]
 # rows whose trainings are identical to another row's: its results are reused, not trained again
 SAME_AS = {"nall": "full"}
-METRICS = [("image", "AP"), ("image", "AUROC"), ("image", "detection_rate"), ("pixel", "Dice")]
+# (task, metric, with test-time augmentation) -> column
+METRICS = [("image", "AP", False), ("image", "AP", True), ("image", "AUROC", False),
+           ("image", "detection_rate", False), ("image", "detection_rate", True), ("pixel", "Dice", False)]
+COLUMNS = ["AP", "AP (TTA)", "AUROC", "detection rate", "detection rate (TTA)", "Dice"]
 
 
 def ensure_data(args):
@@ -77,31 +82,48 @@ def run(key, overrides, cls, seed, args):
     out = os.path.join(args.out, key, f"class{cls}", f"seed{seed}")
     result = os.path.join(out, "results.json")
     if os.path.isfile(result) and not args.force:
-        return json.load(open(result))
+        results = json.load(open(result))
+        if any(k.endswith("_TTA") for k in results):
+            return results
+        # trained before the test-time augmentation was evaluated: evaluate the saved model again
+        weights = os.path.join(out, "model_final.pth")
+        if not os.path.isfile(weights):
+            raise SystemExit(f"{result} has no _TTA results and {weights} is missing: rerun with --force")
+        return train_net(key, overrides, cls, seed, args, out, ["--eval-only"], ["MODEL.WEIGHTS", weights])
     os.makedirs(out, exist_ok=True)
+    return train_net(key, overrides, cls, seed, args, out, [], [])
+
+
+def train_net(key, overrides, cls, seed, args, out, flags, extra_opts):
+    """Run tools/train_net.py (training, or ``flags`` = ["--eval-only"]) for one row / class / seed;
+    return its saved results (plain and ``_TTA``)."""
+    result = os.path.join(out, "results.json")
     opts = overrides + list(args.opts) + [
         "DATASETS.TRAIN", f"('synthetic_dagm_class{cls}_train',)",
         "DATASETS.TEST", f"('synthetic_dagm_class{cls}_test',)",
         "MODEL.SEGDEC.INPUT_SIZE", f"({args.size}, {args.size})",
         "SOLVER.MAX_ITER", str(iterations(args)), "SEED", str(seed), "OUTPUT_DIR", out,
-        "DATALOADER.NUM_WORKERS", "0",
-    ]
+        "DATALOADER.NUM_WORKERS", "0", "TEST.AUG.ENABLED", "True",
+    ] + extra_opts
     cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", CONFIG,
-           "--save-results", result]
+           "--save-results", result] + flags
     threads = str(args.threads)
     env = dict(os.environ, DETECTRON2_DATASETS=os.path.join(os.path.abspath(args.out), "datasets"),
                OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     t0 = time.time()
-    with open(os.path.join(out, "stdout.txt"), "w") as log:
+    log_name = "stdout_eval.txt" if flags else "stdout.txt"
+    with open(os.path.join(out, log_name), "w") as log:
         r = subprocess.run(cmd + opts, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     if r.returncode != 0:
-        raise SystemExit(f"{key} class {cls} seed {seed} failed (exit {r.returncode}); see {out}/stdout.txt")
-    print(f"[segdec_table] {key} class {cls} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+        raise SystemExit(f"{key} class {cls} seed {seed} failed (exit {r.returncode}); see {out}/{log_name}")
+    what = "evaluated" if flags else "trained"
+    print(f"[segdec_table] {key} class {cls} seed {seed}: {what} in {time.time() - t0:.0f} s", flush=True)
     return json.load(open(result))
 
 
-def metric(results, task, name):
-    res = next(iter(results.values())) if task not in results else results  # nested per dataset
+def metric(results, task, name, tta=False):
+    """``results``: {dataset: {task: metrics}} with the test set and its ``_TTA`` twin."""
+    (res,) = [r for k, r in results.items() if k.endswith("_TTA") == tta]
     return float(res[task][name])
 
 
@@ -132,8 +154,8 @@ def main():
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; --list shows them")
     ensure_data(args)
-    lines = ["| row | " + " | ".join(f"{n}" for _, n in METRICS) + " | AP per class |",
-             "|---|" + "---|" * (len(METRICS) + 1)]
+    lines = ["| row | " + " | ".join(COLUMNS) + " | AP per class | AP (TTA) per class |",
+             "|---|" + "---|" * (len(COLUMNS) + 2)]
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
     trained = sorted({SAME_AS.get(k, k) for k in args.rows}, key=[r[0] for r in ROWS].index)
     runs = [(key, cls, seed) for key in trained for cls in args.classes for seed in args.seeds]
@@ -147,12 +169,13 @@ def main():
         values = {m: [] for m in METRICS}
         for cls in args.classes:
             for seed in args.seeds:
-                for task, name in METRICS:
-                    values[(task, name)].append(metric(results[(key, cls, seed)], task, name))
+                for task, name, tta in METRICS:
+                    values[(task, name, tta)].append(metric(results[(key, cls, seed)], task, name, tta))
         cells = [f"{sum(v) / len(v):.3f}" for v in values.values()]
-        per_class = [sum(metric(results[(key, cls, s)], "image", "AP") for s in args.seeds) / len(args.seeds)
-                     for cls in args.classes]
-        cells.append(" / ".join(f"{v:.3f}" for v in per_class))
+        for tta in (False, True):
+            per_class = [sum(metric(results[(key, cls, s)], "image", "AP", tta) for s in args.seeds) / len(args.seeds)
+                         for cls in args.classes]
+            cells.append(" / ".join(f"{v:.3f}" for v in per_class))
         lines.append(f"| {rows[key][0]} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     header = (f"classes {args.classes}, seeds {args.seeds}, {args.size} px, {iterations(args)} iterations, "

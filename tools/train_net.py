@@ -9,7 +9,8 @@ Train / evaluate a defect_det model with Detectron2's DefaultTrainer and launch.
                                                                     # N gloo processes
     # multi-machine: --num-machines M --machine-rank R --dist-url tcp://HOST:PORT on every machine
 
-Trailing ``KEY VALUE`` pairs override the config. ``--vis`` writes prediction panels for a few
+Trailing ``KEY VALUE`` pairs override the config. ``TEST.AUG.ENABLED True`` (SegDecNet) also
+evaluates with test-time augmentation, reported as ``<dataset>_TTA``. ``--vis`` writes prediction panels for a few
 images of every test dataset to OUTPUT_DIR/vis/<dataset>/.
 """
 import json
@@ -37,8 +38,21 @@ from defect_det.utils.visualize import visualize_dataset_predictions
 logger = logging.getLogger("defect_det")
 
 
+def check_tta(cfg):
+    """Fail before training when TEST.AUG.ENABLED asks for what we cannot do."""
+    if not cfg.TEST.AUG.ENABLED:
+        return
+    if cfg.MODEL.META_ARCHITECTURE != "SegDecNet":
+        raise ValueError(f"TEST.AUG.ENABLED: test-time augmentation is implemented for "
+                         f"MODEL.META_ARCHITECTURE 'SegDecNet', not {cfg.MODEL.META_ARCHITECTURE!r}")
+    from defect_det.modeling.meta_arch.segdec_tta import flip_transforms
+
+    flip_transforms(cfg.MODEL.SEGDEC.TEST_AUG_FLIP or cfg.MODEL.SEGDEC.FLIP)  # raises on a bad kind
+
+
 def setup(args):
     cfg = load_defect_cfg(args.config_file, args.opts)
+    check_tta(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -75,6 +89,15 @@ def visualize(cfg, model):
         print(f"[train_net] wrote {len(paths)} prediction panels to {out}", flush=True)
 
 
+def with_tta(cfg, model, results):
+    """``results`` plus, with TEST.AUG.ENABLED, the test-time-augmented ones (``<dataset>_TTA``)."""
+    if not cfg.TEST.AUG.ENABLED:
+        return results
+    results = normalize_test_results(results, list(cfg.DATASETS.TEST)) if results else {}
+    results.update(DefectTrainer.test_with_TTA(cfg, getattr(model, "module", model)))
+    return results
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
@@ -83,6 +106,7 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = DefectTrainer.test(cfg, model)
+        results = with_tta(cfg, model, results)
         report(cfg, results, args.save_results)
         if args.vis:
             visualize(cfg, model)
@@ -91,6 +115,7 @@ def main(args):
     trainer = DefectTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
+    results = with_tta(cfg, trainer.model, results)
     report(cfg, results, args.save_results)
     if args.vis:
         model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model

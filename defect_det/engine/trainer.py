@@ -4,6 +4,7 @@
 - data loaders whose mapper fits the model (``defect_det.data.build_defect_mapper``: the paired
   image/template mapper for ``TemplateRCNN``, with its dataset checks);
 - evaluators from :data:`defect_det.evaluation.EVALUATOR_REGISTRY` (``cfg.TEST.EVALUATOR``);
+- test-time augmentation (``TEST.AUG.ENABLED``, SegDecNet): :meth:`DefectTrainer.test_with_TTA`;
 - multi-process training on CPU (gloo): Detectron2's ``create_ddp_model`` always passes
   ``device_ids=[local_rank]``, which PyTorch's DDP rejects for CPU modules. While
   ``DefaultTrainer.__init__`` runs, :func:`cpu_friendly_ddp` makes that call omit ``device_ids``
@@ -20,7 +21,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 
 from ..data import build_defect_mapper
 from ..data.samplers import FrequencyOfUseSampler
-from ..evaluation import build_defect_evaluator
+from ..evaluation import build_defect_evaluator, normalize_test_results
 
 __all__ = ["DefectTrainer", "cpu_friendly_ddp"]
 
@@ -93,6 +94,24 @@ class DefectTrainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_defect_evaluator(cfg, dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` under test-time augmentation (SegDecNet only:
+        :class:`~defect_det.modeling.meta_arch.SegDecNetWithTTA`, ``MODEL.SEGDEC.TEST_AUG_*``) on
+        every test dataset, as Detectron2's own ``test_with_TTA`` does for R-CNNs.
+
+        Returns:
+            ``{"<dataset>_TTA": {task: metrics}}``; evaluator outputs go to
+            ``OUTPUT_DIR/inference_TTA/<dataset>``.
+        """
+        from ..modeling.meta_arch import SegDecNetWithTTA
+
+        tta = SegDecNetWithTTA.from_config(cfg, model)
+        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+                      for name in cfg.DATASETS.TEST]
+        results = normalize_test_results(cls.test(cfg, tta, evaluators), list(cfg.DATASETS.TEST))
+        return {name + "_TTA": res for name, res in results.items()}
 
     def train(self):
         """Train, then return the results of the final evaluation (``{}`` if none ran).

@@ -230,7 +230,7 @@ class SegDecNet(nn.Module):
             dec_logits = self.decision(features, seg_logits)
         if self.training:
             return self.losses(batched_inputs, seg_logits, dec_logits)
-        return self.postprocess(batched_inputs, seg_logits, dec_logits, x.shape[-2:])
+        return self.postprocess(batched_inputs, torch.sigmoid(seg_logits), torch.sigmoid(dec_logits), x.shape[-2:])
 
     def _targets(self, batched_inputs, map_size):
         """Per image: (use_pixel_labels, target (h, w), weight (h, w)) on the model's device."""
@@ -289,9 +289,9 @@ class SegDecNet(nn.Module):
         storage.put_scalar("segdec/cls_weight", w_cls)
         return {"loss_seg": w_seg * l_seg, "loss_cls": w_cls * l_cls}
 
-    def postprocess(self, batched_inputs, seg_logits, dec_logits, input_size):
-        probs = torch.sigmoid(seg_logits)
-        scores = torch.sigmoid(dec_logits)
+    def postprocess(self, batched_inputs, probs, scores, input_size):
+        """``probs``: (N, 1, H/8, W/8) defect probabilities, ``scores``: (N,) image-level defect
+        probabilities; returns the per-image output dicts (class doc)."""
         results = []
         for i, d in enumerate(batched_inputs):
             size = (int(d.get("height", input_size[0])), int(d.get("width", input_size[1])))
