@@ -140,12 +140,21 @@ def add_segdec_config(cfg):
 
 
 def add_solver_config(cfg):
-    """Optimizer keys (``cfg.SOLVER.*``), read by ``DefectTrainer.build_optimizer``."""
+    """Optimizer keys (``cfg.SOLVER.*``), read by ``DefectTrainer.build_optimizer`` and
+    ``DefectTrainer.build_hooks``."""
     # "SGD" (Detectron2's default optimizer, SOLVER.MOMENTUM/NESTEROV) or "AdamW"
     # (SOLVER.BETAS, SOLVER.WEIGHT_DECAY as decoupled decay). AdamW trains from-scratch models
     # on small data (the CPU synthetic baseline) far more reliably than SGD.
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BETAS = (0.9, 0.999)
+    # Stochastic weight averaging (defect_det/engine/weight_averaging.py; DefectTrainer adds the
+    # hook): the mean of the parameters over iterations [START * MAX_ITER, MAX_ITER), one sample
+    # every PERIOD iterations and the last one, replaces the model before model_final.pth is
+    # written and the final evaluation runs. For constant-lr schedules; not for BatchNorm models.
+    cfg.SOLVER.SWA = CN()
+    cfg.SOLVER.SWA.ENABLED = False
+    cfg.SOLVER.SWA.START = 0.75
+    cfg.SOLVER.SWA.PERIOD = 10
 
 
 def add_evaluation_config(cfg):

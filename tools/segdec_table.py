@@ -53,6 +53,8 @@ ROWS = [
     ("n5", "mixed N=5", ["MODEL.SEGDEC.NUM_SEGMENTED", "5"]),
     ("n20", "mixed N=20", ["MODEL.SEGDEC.NUM_SEGMENTED", "20"]),
     ("nall", "mixed N=all (= full)", ["MODEL.SEGDEC.NUM_SEGMENTED", "-1"]),
+    # not in the paper: stochastic weight averaging over the last quarter of training
+    ("swa", "full + weight averaging (SWA)", ["SOLVER.SWA.ENABLED", "True"]),
 ]
 # rows whose trainings are identical to another row's: its results are reused, not trained again
 SAME_AS = {"nall": "full"}

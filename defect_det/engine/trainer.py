@@ -5,6 +5,8 @@
   image/template mapper for ``TemplateRCNN``, with its dataset checks);
 - evaluators from :data:`defect_det.evaluation.EVALUATOR_REGISTRY` (``cfg.TEST.EVALUATOR``);
 - test-time augmentation (``TEST.AUG.ENABLED``, SegDecNet): :meth:`DefectTrainer.test_with_TTA`;
+- stochastic weight averaging (``SOLVER.SWA.ENABLED``): :class:`.weight_averaging.WeightAveragingHook`
+  before the checkpointer and the evaluation, its running mean a checkpointable (resumes);
 - multi-process training on CPU (gloo): Detectron2's ``create_ddp_model`` always passes
   ``device_ids=[local_rank]``, which PyTorch's DDP rejects for CPU modules. While
   ``DefaultTrainer.__init__`` runs, :func:`cpu_friendly_ddp` makes that call omit ``device_ids``
@@ -17,11 +19,14 @@ import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import hooks as d2_hooks
+from fvcore.nn.precise_bn import get_bn_modules
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data import build_defect_mapper
 from ..data.samplers import FrequencyOfUseSampler
 from ..evaluation import build_defect_evaluator, normalize_test_results
+from .weight_averaging import WeightAveragingHook
 
 __all__ = ["DefectTrainer", "cpu_friendly_ddp"]
 
@@ -51,6 +56,23 @@ class DefectTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with cpu_friendly_ddp():
             super().__init__(cfg)
+
+    def build_hooks(self):
+        """Detectron2's hooks, plus the weight-averaging hook with ``SOLVER.SWA.ENABLED``, placed
+        before the checkpointer and the evaluation so that both see the averaged model."""
+        ret = super().build_hooks()
+        if not self.cfg.SOLVER.SWA.ENABLED:
+            return ret
+        model = getattr(self.model, "module", self.model)
+        if get_bn_modules(model):
+            raise ValueError("SOLVER.SWA.ENABLED: the model has BatchNorm layers in training mode; their "
+                             "running statistics would not match the averaged weights (not supported)")
+        swa = WeightAveragingHook.from_config(self.cfg, model)
+        self.checkpointer.add_checkpointable("weight_averaging", swa.average)
+        first = next(i for i, h in enumerate(ret)
+                     if isinstance(h, (d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook)))
+        ret.insert(first, swa)
+        return ret
 
     @classmethod
     def build_optimizer(cls, cfg, model):
