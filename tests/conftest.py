@@ -91,3 +91,19 @@ def register_tiny_dagm(root):
     for split in ("train", "test"):
         if f"tiny_sdagm_{split}" not in DatasetCatalog.list():
             register_dagm(f"tiny_sdagm_{split}", os.path.join(root, "Class1"), split)
+
+
+def tiny_segdec_cfg(root, output_dir, *opts):
+    """configs/SegDecNet/synthetic_dagm_cpu.yaml on the ``tiny_dagm`` set (registered here): 64 px,
+    WIDTH 0.125, no loader workers, OUTPUT_DIR ``output_dir``; ``opts``: further KEY VALUE pairs."""
+    from defect_det.config import get_defect_cfg
+
+    register_tiny_dagm(root)
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "SegDecNet", "synthetic_dagm_cpu.yaml"))
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", "('tiny_sdagm_train',)", "DATASETS.TEST", "('tiny_sdagm_test',)",
+        "MODEL.SEGDEC.INPUT_SIZE", "(64, 64)", "MODEL.SEGDEC.WIDTH", "0.125",
+        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(output_dir), *opts,
+    ])
+    return cfg

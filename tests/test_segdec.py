@@ -13,7 +13,7 @@ import defect_det  # noqa: F401
 from defect_det.config import get_defect_cfg
 from defect_det.modeling.meta_arch.segdec import SegDecNet
 
-from conftest import REPO, TINY_DAGM, register_tiny_dagm
+from conftest import REPO, TINY_DAGM, tiny_segdec_cfg
 
 
 def tiny_model_cfg(**segdec):
@@ -346,15 +346,8 @@ def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
     from defect_det.data.samplers import FrequencyOfUseSampler
     from defect_det.engine import DefectTrainer
 
-    register_tiny_dagm(tiny_dagm)
-    cfg = get_defect_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "SegDecNet", "synthetic_dagm_cpu.yaml"))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", "('tiny_sdagm_train',)", "DATASETS.TEST", "('tiny_sdagm_test',)",
-        "MODEL.SEGDEC.INPUT_SIZE", "(64, 64)", "MODEL.SEGDEC.WIDTH", "0.125",
-        "MODEL.SEGDEC.NUM_SEGMENTED", "1", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
-        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path),
-    ])
+    cfg = tiny_segdec_cfg(tiny_dagm, tmp_path, "MODEL.SEGDEC.NUM_SEGMENTED", "1", "SOLVER.MAX_ITER", "3",
+                          "SOLVER.IMS_PER_BATCH", "2")
     trainer = DefectTrainer(cfg)
     assert isinstance(trainer.data_loader.dataset.sampler, FrequencyOfUseSampler)
     trainer.resume_or_load(resume=False)

@@ -9,7 +9,7 @@ from torch import nn
 
 from defect_det.engine.weight_averaging import WeightAverage, WeightAveragingHook
 
-from conftest import REPO, register_tiny_dagm
+from conftest import REPO, tiny_segdec_cfg
 
 
 def _run(hook, model, iters, values):
@@ -72,18 +72,10 @@ def test_errors():
 def test_defect_trainer_writes_the_averaged_model(tiny_dagm, tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from defect_det.config import get_defect_cfg
     from defect_det.engine import DefectTrainer
 
-    register_tiny_dagm(tiny_dagm)
-    cfg = get_defect_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "SegDecNet", "synthetic_dagm_cpu.yaml"))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", "('tiny_sdagm_train',)", "DATASETS.TEST", "('tiny_sdagm_test',)",
-        "MODEL.SEGDEC.INPUT_SIZE", "(64, 64)", "MODEL.SEGDEC.WIDTH", "0.125", "SOLVER.MAX_ITER", "8",
-        "SOLVER.SWA.ENABLED", "True", "SOLVER.SWA.START", "0.5", "SOLVER.SWA.PERIOD", "2",
-        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path), "TEST.AUG.ENABLED", "False",
-    ])
+    cfg = tiny_segdec_cfg(tiny_dagm, tmp_path, "SOLVER.MAX_ITER", "8", "SOLVER.SWA.ENABLED", "True",
+                          "SOLVER.SWA.START", "0.5", "SOLVER.SWA.PERIOD", "2", "TEST.AUG.ENABLED", "False")
     trainer = DefectTrainer(cfg)
     trainer.resume_or_load(resume=False)
     (hook,) = [h for h in trainer._hooks if isinstance(h, WeightAveragingHook)]
