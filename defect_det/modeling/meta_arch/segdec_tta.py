@@ -21,7 +21,6 @@ import itertools
 from typing import Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .segdec import SegDecNet
