@@ -20,8 +20,8 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import hooks as d2_hooks
-from fvcore.nn.precise_bn import get_bn_modules
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data import build_defect_mapper
 from ..data.samplers import FrequencyOfUseSampler

@@ -32,7 +32,7 @@ class WeightAverage(nn.Module):
         for name, p in model.named_parameters():
             key = name.replace(".", "__")
             self._names[name] = key
-            self.register_buffer(key, p.detach().clone().float())
+            self.register_buffer(key, torch.zeros_like(p, dtype=torch.float32))
         self.register_buffer("num_averaged", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
@@ -41,10 +41,7 @@ class WeightAverage(nn.Module):
         n = int(self.num_averaged)
         for name, p in model.named_parameters():
             avg = getattr(self, self._names[name])
-            if n == 0:
-                avg.copy_(p.detach())
-            else:
-                avg.add_((p.detach().float() - avg) / (n + 1))
+            avg.add_((p.detach().float() - avg) / (n + 1))  # n = 0: avg becomes p
         self.num_averaged += 1
 
     @torch.no_grad()
