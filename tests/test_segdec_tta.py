@@ -124,3 +124,8 @@ def test_train_net_rejects_tta_for_other_models():
         "TEST.AUG.ENABLED", "True", "MODEL.SEGDEC.TEST_AUG_FLIP", "diagonal"])
     with pytest.raises(ValueError, match="TEST_AUG_FLIP"):
         train_net.setup(args)
+    args = train_net.get_parser().parse_args([
+        "--config-file", os.path.join(REPO, "configs", "SegDecNet", "synthetic_dagm_cpu.yaml"),
+        "TEST.AUG.ENABLED", "True", "MODEL.SEGDEC.TEST_AUG_REDUCE", "median"])
+    with pytest.raises(ValueError, match="TEST_AUG_REDUCE"):
+        train_net.setup(args)

@@ -48,6 +48,9 @@ def check_tta(cfg):
     from defect_det.modeling.meta_arch.segdec_tta import flip_transforms
 
     flip_transforms(cfg.MODEL.SEGDEC.TEST_AUG_FLIP or cfg.MODEL.SEGDEC.FLIP)  # raises on a bad kind
+    if cfg.MODEL.SEGDEC.TEST_AUG_REDUCE not in ("logit", "prob"):
+        raise ValueError(f"MODEL.SEGDEC.TEST_AUG_REDUCE must be 'logit' or 'prob', "
+                         f"got {cfg.MODEL.SEGDEC.TEST_AUG_REDUCE!r}")
 
 
 def setup(args):
