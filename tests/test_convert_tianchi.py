@@ -255,6 +255,25 @@ def test_fabric_split_deterministic_and_listing_order_independent(tmp_path, monk
     assert len(splits) > 1
 
 
+def test_fabric_val_split_carved_from_train_test_unchanged(tmp_path):
+    root = make_fabric(tmp_path / "release")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    convert_fabric(root, a, test_size=3, seed=0, verbose=False)
+    rep = convert_fabric(root, b, test_size=3, val_size=2, seed=0, verbose=False)
+    names = lambda out, part: [im["file_name"] for im in load(os.path.join(out, f"fabric_{part}.json"))["images"]]
+    assert names(a, "test") == names(b, "test")  # adding a validation split never moves a test image
+    assert not os.path.exists(os.path.join(a, "fabric_val.json"))
+    val, train = names(b, "val"), names(b, "train")
+    assert len(val) == 2 and sorted(train + val) == sorted(names(a, "train"))
+    assert rep["images_written"]["val"] == 2
+    assert load(os.path.join(b, "fabric_val.json"))["info"]["val_size"] == 2
+    n = len(names(a, "train")) + 3
+    with pytest.raises(ValueError, match=f"test_size 3 \\+ val_size {n - 3} >= number of images {n}"):
+        convert_fabric(root, str(tmp_path / "c"), test_size=3, val_size=n - 3, verbose=False)
+    with pytest.raises(ValueError, match="val_size must be a non-negative integer"):
+        convert_fabric(root, str(tmp_path / "d"), test_size=3, val_size=-1, verbose=False)
+
+
 def test_fabric_multi_root_no_split_and_image_root(tmp_path):
     # part 1: images only; part 2: images + the annotations of both parts (as in the real release)
     p1 = make_fabric(tmp_path / "data" / "part1", defect=["p0_a", "p0_b", "p1_a"], normal=["q0_n"], anno=False)

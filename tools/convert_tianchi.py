@@ -53,6 +53,9 @@ def build_parser():
         g.add_argument("--test-size", type=int, default=500,
                        help="images (defect + normal) in the test split (default: %(default)s)")
         g.add_argument("--no-split", action="store_true", help="write everything to <prefix>.json")
+        p.add_argument("--val-size", type=int, default=0,
+                       help="images carved from the training part into <prefix>_val.json, for choosing "
+                            "settings without touching the test split (default: %(default)s)")
         p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
         p.add_argument("--image-root", default=None, metavar="DIR",
                        help="file names are written relative to it (default: common parent of the roots)")
@@ -66,7 +69,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    kwargs = dict(prefix=args.prefix, test_size=args.test_size, split=not args.no_split, seed=args.seed,
+    kwargs = dict(prefix=args.prefix, test_size=args.test_size, val_size=args.val_size, split=not args.no_split, seed=args.seed,
                   image_root=args.image_root, strict=args.strict, verbose=True)
     try:
         if args.dataset == "fabric":

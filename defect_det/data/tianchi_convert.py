@@ -14,8 +14,8 @@ Public API:
 - :class:`TianchiFormatError` (bad input; names the file, the entry index and its name),
 - :func:`format_report` (the human-readable form of the report dict both converters return).
 
-Output (``out_dir/<prefix>_train.json`` + ``<prefix>_test.json``, or ``<prefix>.json`` without a
-split), one COCO file each:
+Output (``out_dir/<prefix>_train.json`` + ``<prefix>_test.json`` [+ ``<prefix>_val.json`` with
+``val_size``, carved from the training part], or ``<prefix>.json`` without a split), one COCO file each:
 
 - ``images``: ``id, file_name, height, width, is_normal`` (+ ``template_file_name`` for fabric);
   paths are relative to ``image_root`` (POSIX separators) so the dataset folder can move,
@@ -23,7 +23,7 @@ split), one COCO file each:
   when there is a mask), ``iscrowd`` 0, and ``segmentation`` when the input entry had a valid one,
 - ``categories``: every class of the dataset in the paper's table order, ``{"id": i + 1, "name":
   english, "name_zh": chinese}``,
-- ``info``: ``description, dataset, source_roots, annotation_files, split, seed, test_size,
+- ``info``: ``description, dataset, source_roots, annotation_files, split, seed, test_size, val_size,
   converter_version``.
 
 Nothing is lost silently: every box read is either written or dropped for a counted reason
@@ -366,7 +366,7 @@ def _write_json(path, obj):
 
 
 def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix, test_size, split,
-            seed, image_root, verbose):
+            seed, image_root, verbose, val_size=0):
     """Geometry, ids, split, write; fills and returns ``report``."""
     categories = DATASET_CATEGORIES[dataset]
     for img in images:
@@ -395,9 +395,22 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
                 f"test_size {test_size} >= number of images {n}: nothing would be left for training "
                 "(lower --test-size or use --no-split)"
             )
+        if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 0:
+            raise ValueError(f"val_size must be a non-negative integer, got {val_size!r}")
+        if test_size + val_size >= n:
+            raise ValueError(
+                f"test_size {test_size} + val_size {val_size} >= number of images {n}: nothing would "
+                "be left for training (lower --test-size / --val-size)"
+            )
+        # the test split depends on (seed, test_size) only: adding a validation split never moves a
+        # test image; validation images are carved from what would otherwise be training images
         test_idx = set(random.Random(seed).sample(range(n), test_size))
-        parts = OrderedDict([("train", [i for i in range(n) if i not in test_idx]),
-                             ("test", sorted(test_idx))])
+        rest = [i for i in range(n) if i not in test_idx]
+        val_idx = set(random.Random(seed + 1).sample(rest, val_size)) if val_size else set()
+        parts = OrderedDict([("train", [i for i in rest if i not in val_idx])])
+        if val_size:
+            parts["val"] = sorted(val_idx)
+        parts["test"] = sorted(test_idx)
     else:
         if n == 0:
             raise ValueError("no images to write")
@@ -437,6 +450,7 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
             "split": part,
             "seed": seed if split else None,
             "test_size": test_size if split else None,
+            "val_size": val_size if split else None,
             "converter_version": CONVERTER_VERSION,
         }
         coco_files.append((path, {"info": info, "images": coco_images, "annotations": coco_anns,
@@ -583,7 +597,7 @@ def _read_fabric_entry(entry, i, afile, index, stems, roots, lookup, log):
     return True
 
 
-def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_size=500, split=True,
+def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_size=500, val_size=0, split=True,
                    seed=0, image_root=None, strict=True, verbose=True):
     """
     Convert a Tianchi 2019 fabric (round 2) release to COCO JSON.
@@ -596,6 +610,8 @@ def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_siz
         anno_files (list[str] or None): annotation JSON lists; default every ``<root>/Annotations/*.json``.
         prefix (str): output file prefix.
         test_size (int): number of images (defect and normal) in the test split.
+        val_size (int): number of images carved from the training part into ``<prefix>_val.json``
+            (0: none). The test split is the same with or without it.
         split (bool): False writes everything to ``<prefix>.json``.
         seed (int): seed of the split (over images sorted by file name, so listing order is irrelevant).
         image_root (str or None): ``file_name`` / ``template_file_name`` are relative to it; default the
@@ -685,7 +701,7 @@ def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_siz
                 log.count("mask_of_dropped_box", _describe(afile, "its box was dropped", i, entry.get("name")))
 
     return _finish("fabric", images, log, report, roots=roots, anno_files=anno_files, out_dir=out_dir,
-                   prefix=prefix, test_size=test_size, split=split, seed=seed, image_root=image_root,
+                   prefix=prefix, test_size=test_size, val_size=val_size, split=split, seed=seed, image_root=image_root,
                    verbose=verbose)
 
 
@@ -728,7 +744,7 @@ def _labelme_shapes(jpath, data, lookup, log, report):
     return boxes
 
 
-def convert_aluminum(roots, out_dir, *, prefix="aluminum", test_size=500, split=True, seed=0,
+def convert_aluminum(roots, out_dir, *, prefix="aluminum", test_size=500, val_size=0, split=True, seed=0,
                      image_root=None, strict=True, verbose=True):
     """
     Convert a Tianchi 2018 aluminum (round 2) release to COCO JSON.
@@ -822,5 +838,5 @@ def convert_aluminum(roots, out_dir, *, prefix="aluminum", test_size=500, split=
                            "height": size[1], "template": None, "n_entries": n_shapes})
 
     return _finish("aluminum", images, log, report, roots=roots, anno_files=sorted(json_files),
-                   out_dir=out_dir, prefix=prefix, test_size=test_size, split=split, seed=seed,
+                   out_dir=out_dir, prefix=prefix, test_size=test_size, val_size=val_size, split=split, seed=seed,
                    image_root=image_root, verbose=verbose)
