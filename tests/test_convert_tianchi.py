@@ -1,4 +1,5 @@
 """Tianchi -> COCO converter (defect_det/data/tianchi_convert.py, tools/convert_tianchi.py) on tiny fake releases."""
+import importlib.util
 import json
 import os
 import random
@@ -31,6 +32,13 @@ ENTRIES = [
     ("p3_b.jpg", "网折", [100, 100, 120, 120]),       # 8 entirely outside -> p3_b has no box left
     ("p4_a.jpg", "色差", [30.5, 10.25, 40.5, 20.25]),  # 9 color shade, float coordinates
 ]  # p2_a: defect image without annotations
+# ENTRIES has problems that stop --strict (entries 3 and 8, p2_a without annotation): only --lenient
+# converts it. GOOD_ENTRIES: the same with those fixed (a duplicate and a clipped box are no problems).
+GOOD_ENTRIES = [e for i, e in enumerate(ENTRIES) if i not in (3, 8)] + [
+    ("p1_a.jpg", "broken hole", [10, 10, 20, 20]),
+    ("p3_b.jpg", "网折", [40, 30, 60, 45]),
+    ("p2_a.jpg", "knots", [2, 2, 12, 12]),
+]
 
 
 def _img(path, color=(128, 128, 128), size=(W, H)):
@@ -38,7 +46,7 @@ def _img(path, color=(128, 128, 128), size=(W, H)):
     Image.new("RGB", size, color).save(path, quality=80)
 
 
-def make_fabric(root, entries=ENTRIES, defect=DEFECT_STEMS, normal=NORMAL_STEMS, anno=True):
+def make_fabric(root, entries=GOOD_ENTRIES, defect=DEFECT_STEMS, normal=NORMAL_STEMS, anno=True):
     for kind, stems in (("defect", defect), ("normal", normal)):
         for k, stem in enumerate(stems):
             d = os.path.join(root, kind, stem)
@@ -86,9 +94,9 @@ def by_name(coco):
 
 
 def test_fabric_round_trip(tmp_path):
-    root = make_fabric(tmp_path / "release")
+    root = make_fabric(tmp_path / "release", entries=ENTRIES)
     out = tmp_path / "out"
-    rep = convert_fabric([root], str(out), test_size=4, seed=0, verbose=False)
+    rep = convert_fabric([root], str(out), test_size=4, seed=0, strict=False, verbose=False)
     check_identities(rep)
     assert rep["images_found"] == {"defect": 8, "normal": 3}
     assert rep["boxes_in"] == 10 and rep["boxes_written"] == 7
@@ -185,7 +193,7 @@ MASKS = {
 def test_fabric_masks_round_trip(tmp_path):
     root = make_fabric(tmp_path / "release", entries=_with_masks(MASKS))
     out = tmp_path / "out"
-    rep = convert_fabric([root], str(out), test_size=4, seed=0, verbose=False)
+    rep = convert_fabric([root], str(out), test_size=4, seed=0, strict=False, verbose=False)
     check_identities(rep)
     assert rep["boxes_in"] == 10 and rep["boxes_written"] == 7  # masks change no box
     assert rep["masks_in"] == 8 and rep["masks_written"] == 4
@@ -236,7 +244,7 @@ def test_fabric_split_deterministic_and_listing_order_independent(tmp_path, monk
 
     monkeypatch.setattr(os, "walk", reversed_walk)
     monkeypatch.setattr(os, "listdir", lambda p=".": real_listdir(p)[::-1])
-    shuffled = list(ENTRIES)
+    shuffled = list(GOOD_ENTRIES)
     random.Random(3).shuffle(shuffled)
     write_anno(os.path.join(root, "Annotations", "anno_train.json"), shuffled)
     c = str(tmp_path / "c")
@@ -280,7 +288,7 @@ def test_fabric_multi_root_no_split_and_image_root(tmp_path):
     p2 = make_fabric(tmp_path / "data" / "part2", entries=ENTRIES,
                      defect=["p1_b", "p2_a", "p3_a", "p3_b", "p4_a"], normal=["q1_n", "q2_n"])
     out = tmp_path / "data" / "annotations"
-    rep = convert_fabric([p2, p1], str(out), split=False, prefix="fab", verbose=False)
+    rep = convert_fabric([p2, p1], str(out), split=False, prefix="fab", strict=False, verbose=False)
     check_identities(rep)
     assert rep["boxes_written"] == 7 and rep["images_written"] == {"all": 11}
     coco = load(out / "fab.json")
@@ -293,7 +301,7 @@ def test_fabric_multi_root_no_split_and_image_root(tmp_path):
     with pytest.raises(TianchiFormatError, match="not under the image root"):
         convert_fabric([p1, p2], str(out), split=False, image_root=p1, verbose=False)
     with pytest.raises(ValueError, match="test_size 11 >= number of images 11"):
-        convert_fabric([p1, p2], str(out), test_size=11, verbose=False)
+        convert_fabric([p1, p2], str(out), test_size=11, strict=False, verbose=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,81 +392,190 @@ def _garbage(path):
     return path
 
 
-N = len(ENTRIES)  # index of an appended entry
+N = len(GOOD_ENTRIES)  # index of an appended entry
+BASE_DROPS = 1  # GOOD_ENTRIES: one exact duplicate, dropped and counted in both modes (no problem)
+
+
+def _noisy_jpeg(path, size=(W, H)):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, quality=95)
+
+
+def _truncate(path):
+    """Replace ``path`` by the first 60% of a noisy JPEG: the header reads, the pixels do not."""
+    _noisy_jpeg(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * 0.6)])
+    return path
+
+
+def _without_entries_of(root, image):
+    """Rewrite the annotation file without the entries of ``image``; returns that image's path."""
+    write_anno(os.path.join(root, "Annotations", "anno_train.json"), [e for e in GOOD_ENTRIES if e[0] != image])
+    stem = os.path.splitext(image)[0]
+    return os.path.join(root, "defect", stem, image)
+
+
+def _resized_template(root, stem, size):
+    d = os.path.join(root, "defect", stem)
+    _img(os.path.join(d, f"template_{stem.split('_')[0]}.jpg"), size=size)
+    return os.path.join(d, stem + ".jpg")
+
+
+def _entry(name, bbox, cls="沾污"):
+    return {"name": name, "defect_name": cls, "bbox": bbox}
+
+
 FABRIC_CASES = {
-    # case: (mutate(root) -> file named in the error, reason, words in the message, lenient box drops)
-    "malformed_json": (lambda r: _extra(r, '[{"name": "p0_a.jpg", "bbox": [1, 2'), "annotation_file_malformed",
-                       ["malformed JSON", "line 1 column"], 0),
-    "not_a_list": (lambda r: _extra(r, '{"name": "p0_a.jpg"}'), "annotation_file_not_list", ["not", "list"], 0),
+    # case: (mutate(root) -> file named in the error, reason, words in the message, lenient box drops,
+    #        lenient image drops)
     "missing_key": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污"}), "missing_key",
-                    [f"entry {N} (p0_a.jpg)", "bbox"], 1),
-    "bbox_length": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3]}),
-                    "bad_bbox", [f"entry {N} (p0_a.jpg)", "4 numbers"], 1),
-    "bbox_non_numeric": (lambda r: _append(r, {"name": "p0_b.jpg", "defect_name": "沾污", "bbox": [1, "2", 3, 4]}),
-                         "bad_bbox", [f"entry {N} (p0_b.jpg)", "non-numeric"], 1),
-    "unknown_class": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "scratch", "bbox": [1, 2, 3, 4]}),
-                      "unknown_class", [f"entry {N} (p0_a.jpg)", "'scratch'"], 1),
-    "missing_image": (lambda r: _append(r, {"name": "zz_9.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4]}),
-                      "image_not_found", [f"entry {N} (zz_9.jpg)", "not found"], 1),
+                    [f"entry {N} (p0_a.jpg)", "bbox"], 1, 0),
+    "bbox_length": (lambda r: _append(r, _entry("p0_a.jpg", [1, 2, 3])),
+                    "bad_bbox", [f"entry {N} (p0_a.jpg)", "4 numbers"], 1, 0),
+    "bbox_non_numeric": (lambda r: _append(r, _entry("p0_b.jpg", [1, "2", 3, 4])),
+                         "bad_bbox", [f"entry {N} (p0_b.jpg)", "non-numeric"], 1, 0),
+    "unknown_class": (lambda r: _append(r, _entry("p0_a.jpg", [1, 2, 3, 4], "scratch")),
+                      "unknown_class", [f"entry {N} (p0_a.jpg)", "'scratch'"], 1, 0),
+    "missing_image": (lambda r: _append(r, _entry("zz_9.jpg", [1, 2, 3, 4])),
+                      "image_not_found", [f"entry {N} (zz_9.jpg)", "not found"], 1, 0),
+    # geometry: x2 < x1, zero height, entirely outside the 64x48 image
+    "box_x2_before_x1": (lambda r: _append(r, _entry("p0_a.jpg", [20, 5, 10, 15])), "degenerate",
+                         [f"entry {N} (p0_a.jpg)", "degenerate box [20, 5, 10, 15]", "p0_a.jpg"], 1, 0),
+    "box_zero_height": (lambda r: _append(r, _entry("p0_b.jpg", [1, 7, 30, 7])), "degenerate",
+                        [f"entry {N} (p0_b.jpg)", "degenerate box [1, 7, 30, 7]"], 1, 0),
+    "box_outside_image": (lambda r: _append(r, _entry("p0_a.jpg", [100, 100, 120, 120])), "outside_image",
+                          [f"entry {N} (p0_a.jpg)", "entirely outside", "64x48"], 1, 0),
+    "empty_annotation_list": (lambda r: _extra(r, "[]"), "annotation_file_empty", ["empty list"], 0, 0),
+    "defect_image_without_annotation": (lambda r: _without_entries_of(r, "p2_a.jpg"),
+                                        "defect_image_without_annotations",
+                                        ["without any annotation entry", "defect-free"], 0, 0),
     "missing_template": (lambda r: (_remove(os.path.join(r, "defect", "p4_a", "template_p4.jpg")),
                                     os.path.join(r, "defect", "p4_a", "p4_a.jpg"))[1],
-                         "missing_template", ["template_p4.jpg"], 2),  # p4_a's 2 boxes go with it
+                         "missing_template", ["template_p4.jpg"], 2, 1),  # p4_a's 2 boxes go with it
     "missing_normal_template": (lambda r: (_remove(os.path.join(r, "normal", "q1_n", "template_q1.jpg")),
                                            os.path.join(r, "normal", "q1_n", "q1_n.jpg"))[1],
-                                "missing_template", ["template_q1.jpg"], 0),
+                                "missing_template", ["template_q1.jpg"], 0, 1),
     "unreadable_image": (lambda r: _garbage(os.path.join(r, "defect", "p2_a", "p2_a.jpg")),
-                         "unreadable_image", ["unreadable image"], 0),
+                         "unreadable_image", ["unreadable image"], 1, 1),
+    # the header reads, the pixels do not (training would die in a loader worker)
+    "truncated_image": (lambda r: _truncate(os.path.join(r, "defect", "p2_a", "p2_a.jpg")),
+                        "unreadable_image", ["unreadable image", "image file is truncated"], 1, 1),
+    "truncated_template": (lambda r: _truncate(os.path.join(r, "normal", "q2_n", "template_q2.jpg")),
+                           "unreadable_image", ["unreadable template", "image file is truncated"], 0, 1),
+    "template_other_size": (lambda r: _resized_template(r, "p3_a", (60, 48)), "template_size_mismatch",
+                            ["template_p3.jpg", "is 60x48 but the image is 64x48"], 1, 1),
     # bad masks: strict names file + entry; lenient drops the mask (counted) and keeps the box
     "mask_wrong_size": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
                                               "segmentation": _rle(1, 2, 3, 4, size=(W, H))}),
-                        "bad_mask", [f"entry {N} (p0_a.jpg)", f"[{W}, {H}]", f"image size [{H}, {W}]"], 0),
+                        "bad_mask", [f"entry {N} (p0_a.jpg)", f"[{W}, {H}]", f"image size [{H}, {W}]"], 0, 0),
     "mask_garbage_counts": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
                                                   "segmentation": {"size": [H, W], "counts": "not RLE ~~"}}),
-                            "bad_mask", [f"entry {N} (p0_a.jpg)", "not a COCO compressed RLE string"], 0),
+                            "bad_mask", [f"entry {N} (p0_a.jpg)", "not a COCO compressed RLE string"], 0, 0),
     "mask_counts_wrong_total": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
                                                       "segmentation": dict(_rle(1, 2, 3, 4, size=(10, 10)),
                                                                            size=[H, W])}),
-                                "bad_mask", [f"entry {N} (p0_a.jpg)", "decode to 100 pixels"], 0),
+                                "bad_mask", [f"entry {N} (p0_a.jpg)", "decode to 100 pixels"], 0, 0),
     "mask_short_polygon": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "沾污", "bbox": [1, 2, 3, 4],
                                                  "segmentation": [[1, 2, 3, 4]]}),
-                           "bad_mask", [f"entry {N} (p0_a.jpg)", "polygon 0", ">= 6 numbers"], 0),
+                           "bad_mask", [f"entry {N} (p0_a.jpg)", "polygon 0", ">= 6 numbers"], 0, 0),
     # a box dropped for its own problem takes its (valid) mask with it
     "unknown_class_with_mask": (lambda r: _append(r, {"name": "p0_a.jpg", "defect_name": "scratch",
                                                       "bbox": [1, 2, 3, 4], "segmentation": _rle(1, 2, 3, 4)}),
-                                "unknown_class", [f"entry {N} (p0_a.jpg)", "'scratch'"], 1),
+                                "unknown_class", [f"entry {N} (p0_a.jpg)", "'scratch'"], 1, 0),
 }
+PREVIOUS = {"fabric_train.json": '{"previous": "train"}', "fabric_test.json": '{"previous": "test"}'}
+
+
+def _previous_outputs(out):
+    """An output folder holding the outputs of an earlier conversion (returned for comparison)."""
+    os.makedirs(out, exist_ok=True)
+    for name, text in PREVIOUS.items():
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)
+    return _listing(out)
+
+
+def _listing(out):
+    return {name: open(os.path.join(out, name)).read() for name in sorted(os.listdir(out))}
+
+
+def test_good_entries_convert_in_strict_mode(tmp_path):
+    rep = convert_fabric(make_fabric(tmp_path / "release"), str(tmp_path / "out"), test_size=3, verbose=False)
+    check_identities(rep)
+    assert rep["boxes_in"] == N and rep["boxes_dropped"] == {"duplicate": BASE_DROPS}
+    assert not rep["images_dropped"] and sum(rep["images_written"].values()) == 11
 
 
 @pytest.mark.parametrize("case", sorted(FABRIC_CASES))
-def test_fabric_bad_input(tmp_path, case):
-    mutate, reason, words, dropped = FABRIC_CASES[case]
+def test_fabric_bad_input(tmp_path, case, run_cli):
+    mutate, reason, words, dropped, images_dropped = FABRIC_CASES[case]
     root = make_fabric(tmp_path / "release")
     bad_file = mutate(root)
+    previous = _previous_outputs(tmp_path / "strict")
     with pytest.raises(TianchiFormatError) as ei:
         convert_fabric(root, str(tmp_path / "strict"), test_size=3, verbose=False)
-    msg = str(ei.value)
-    assert msg.startswith(os.path.abspath(bad_file) + ":"), msg
-    for w in words:
-        assert w in msg, (w, msg)
     assert ei.value.reason == reason
-    assert not os.path.exists(tmp_path / "strict")  # nothing written on failure
+    # the command line (strict is its default): the documented error line, exit code 2
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", tmp_path / "strict", "--test-size", 3)
+    assert rc == 2 and err.startswith(f"error: {os.path.abspath(bad_file)}:"), err
+    assert str(ei.value) in err
+    for w in words:
+        assert w in err, (w, err)
+    assert _listing(tmp_path / "strict") == previous  # nothing written on failure, earlier outputs kept
 
     rep = convert_fabric(root, str(tmp_path / "lenient"), test_size=3, strict=False, verbose=False)
     check_identities(rep)
     assert rep["mode"] == "lenient"
-    assert rep["issues"][reason] >= 1 and rep["examples"][reason]
+    assert rep["issues"][reason] == 1 and rep["examples"][reason]
     assert os.path.abspath(bad_file) in rep["examples"][reason][0]
-    assert sum(rep["boxes_dropped"].values()) == 3 + dropped  # the 3 geometric drops of ENTRIES + these
-    n_images_dropped = sum(rep["images_dropped"].values())
-    assert n_images_dropped == (1 if reason in ("missing_template", "unreadable_image") else 0)
-    assert sum(rep["images_written"].values()) == 11 - n_images_dropped
+    assert sum(rep["boxes_dropped"].values()) == BASE_DROPS + dropped
+    assert sum(rep["images_dropped"].values()) == images_dropped
+    if images_dropped:
+        assert rep["images_dropped"][reason] == 1
+    assert sum(rep["images_written"].values()) == 11 - images_dropped
     if case == "missing_template":
         assert rep["boxes_dropped"]["image_dropped"] == 2
     if reason == "bad_mask":  # the box is written without its mask
-        assert rep["boxes_written"] == 8 and rep["masks_in"] == 1 and rep["masks_written"] == 0
+        assert rep["boxes_written"] == N + 1 - BASE_DROPS and rep["masks_in"] == 1 and rep["masks_written"] == 0
         assert rep["masks_dropped"] == {"bad_mask": 1}
     if case == "unknown_class_with_mask":
         assert rep["masks_in"] == 1 and rep["masks_dropped"] == {"mask_of_dropped_box": 1}
+    if case == "defect_image_without_annotation":  # kept, as a defect image without boxes (counted)
+        p2_a = by_name({"images": [im for p in rep["outputs"].values() for im in load(p)["images"]]})["p2_a.jpg"]
+        assert p2_a["is_normal"] is False
+
+
+FATAL_CASES = {
+    # an annotation file that cannot be read would unlabel every image: an error in both modes
+    "malformed_json": (lambda r: _extra(r, '[{"name": "p0_a.jpg", "bbox": [1, 2'), "annotation_file_malformed",
+                       ["malformed JSON", "line 1 column", "also with --lenient"]),
+    "dict_not_list": (lambda r: _extra(r, '{"name": "p0_a.jpg"}'), "annotation_file_not_list",
+                      ["top level is a JSON dict", "expected a list"]),
+    "not_utf8": (lambda r: (open(os.path.join(r, "Annotations", "extra.json"), "wb").write(b"[\xff\xfe]"),
+                            os.path.join(r, "Annotations", "extra.json"))[1],
+                 "annotation_file_malformed", ["cannot read the annotation file"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FATAL_CASES))
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+def test_fabric_unreadable_annotation_file_is_an_error_in_both_modes(tmp_path, case, strict, run_cli):
+    mutate, reason, words = FATAL_CASES[case]
+    root = make_fabric(tmp_path / "release")
+    bad_file = mutate(root)
+    previous = _previous_outputs(tmp_path / "out")
+    with pytest.raises(TianchiFormatError) as ei:
+        convert_fabric(root, str(tmp_path / "out"), test_size=3, strict=strict, verbose=False)
+    assert ei.value.reason == reason
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", tmp_path / "out", "--test-size", 3,
+                         "--strict" if strict else "--lenient")
+    assert rc == 2 and err.startswith(f"error: {os.path.abspath(bad_file)}:"), err
+    for w in words:
+        assert w in err, (w, err)
+    assert _listing(tmp_path / "out") == previous
 
 
 ALU_CASES = {
@@ -473,23 +590,39 @@ ALU_CASES = {
         lambda r: (_labelme(os.path.join(r, "多瑕疵图片", "m1.json"), [("脏点", [[1, 1], [3, 3]]), ("rust", [[2, 2], [9, 9]])]),
                    os.path.join(r, "多瑕疵图片", "m1.json"))[1],
         "unknown_class", ["entry 1 (rust)", "unknown class"], 1),
-    "malformed_labelme": (
+    "malformed_labelme": (  # one image's own file: that image is dropped (lenient), the others keep their labels
         lambda r: (open(os.path.join(r, "多瑕疵图片", "m1.json"), "w").write("{"), os.path.join(r, "多瑕疵图片", "m1.json"))[1],
         "bad_annotation_file", ["malformed JSON"], 0),
+    "shape_zero_width": (
+        lambda r: (_labelme(os.path.join(r, "多瑕疵图片", "m1.json"), [("脏点", [[1, 1], [3, 3]]), ("桔皮", [[5, 2], [5, 9]])]),
+                   os.path.join(r, "多瑕疵图片", "m1.json"))[1],
+        "degenerate", ["entry 1 (桔皮)", "degenerate box [5, 2, 5, 9]"], 1),
+    "shape_outside_image": (
+        lambda r: (_labelme(os.path.join(r, "多瑕疵图片", "m1.json"), [("脏点", [[1, 1], [3, 3]]), ("桔皮", [[70, 2], [90, 9]])]),
+                   os.path.join(r, "多瑕疵图片", "m1.json"))[1],
+        "outside_image", ["entry 1 (桔皮)", "entirely outside"], 1),
+    "labelme_without_shapes": (
+        lambda r: (_labelme(os.path.join(r, "多瑕疵图片", "m1.json"), []), os.path.join(r, "多瑕疵图片", "m1.json"))[1],
+        "defect_image_without_annotations", ["without shapes", "m1.jpg", "defect-free"], 0),
+    "truncated_image": (lambda r: _truncate(os.path.join(r, "单瑕疵图片", "起坑", "a2.jpg")), "unreadable_image",
+                        ["image file is truncated"], 1),
 }
 
 
 @pytest.mark.parametrize("case", sorted(ALU_CASES))
-def test_aluminum_bad_input(tmp_path, case):
+def test_aluminum_bad_input(tmp_path, case, run_cli):
     mutate, reason, words, dropped = ALU_CASES[case]
     root = make_aluminum(tmp_path / "alu")
     bad_file = mutate(root)
+    previous = _previous_outputs(tmp_path / "strict")
     with pytest.raises(TianchiFormatError) as ei:
         convert_aluminum(root, str(tmp_path / "strict"), split=False, verbose=False)
-    msg = str(ei.value)
-    assert msg.startswith(os.path.abspath(bad_file) + ":"), msg
+    assert ei.value.reason == reason
+    rc, _, err = run_cli("aluminum", "--root", root, "--out-dir", tmp_path / "strict", "--no-split")
+    assert rc == 2 and err.startswith(f"error: {os.path.abspath(bad_file)}:"), err
     for w in words:
-        assert w in msg, (w, msg)
+        assert w in err, (w, err)
+    assert _listing(tmp_path / "strict") == previous
     rep = convert_aluminum(root, str(tmp_path / "lenient"), split=False, strict=False, verbose=False)
     check_identities(rep)
     assert rep["issues"][reason] == 1
@@ -516,15 +649,35 @@ def _cli(*args):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.fixture(scope="module")
+def cli_main():
+    """``main(argv)`` of tools/convert_tianchi.py, in this process (no interpreter start per call)."""
+    spec = importlib.util.spec_from_file_location("convert_tianchi_cli", os.path.join(REPO, "tools", "convert_tianchi.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli.main
+
+
+@pytest.fixture
+def run_cli(cli_main, capsys):
+    """``run_cli(*args)`` -> (exit code, stdout, stderr) of the converter's command line, in process;
+    an exception escaping ``main`` (a traceback for the user) fails the test."""
+    def run(*args):
+        rc = cli_main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return run
+
+
 def test_cli(tmp_path):
     root = make_fabric(tmp_path / "release")
     out = tmp_path / "out"
     ok = _cli("fabric", "--root", root, "--out-dir", out, "--test-size", 3, "--seed", 5)
     assert ok.returncode == 0, ok.stderr
-    assert "boxes in: 10" in ok.stdout and "boxes written: 7" in ok.stdout
+    assert f"boxes in: {N}" in ok.stdout and f"boxes written: {N - 1}" in ok.stdout
     assert "images found: 11 (defect 8, normal 3)" in ok.stdout
-    assert "train 8" in ok.stdout and "test 3" in ok.stdout and "[degenerate]" in ok.stdout
-    assert "masks in: 0; annotations written with a mask: 0 of 7" in ok.stdout
+    assert "train 8" in ok.stdout and "test 3" in ok.stdout and "[duplicate]" in ok.stdout
+    assert f"masks in: 0; annotations written with a mask: 0 of {N - 1}" in ok.stdout
     assert len(load(out / "fabric_test.json")["images"]) == 3
 
     anno = _append(root, {"name": "p0_a.jpg", "defect_name": "scratch", "bbox": [1, 2, 3, 4]})
@@ -536,5 +689,105 @@ def test_cli(tmp_path):
     lenient = _cli("fabric", "--root", root, "--anno", anno, "--out-dir", tmp_path / "len", "--no-split",
                    "--lenient", "--prefix", "x")
     assert lenient.returncode == 0, lenient.stderr
-    assert "boxes in: 11" in lenient.stdout and "[unknown_class]" in lenient.stdout
+    assert f"boxes in: {N + 1}" in lenient.stdout and "[unknown_class]" in lenient.stdout
     assert os.path.isfile(tmp_path / "len" / "x.json")
+
+
+def test_cli_strict_stops_on_unusable_labels_lenient_counts_them(tmp_path, run_cli):
+    """The labels a new user gets wrong first: exit 2 and the file + entry named (strict), counted (lenient)."""
+    root = make_fabric(tmp_path / "release")
+    out = tmp_path / "out"
+    before = _previous_outputs(out)
+    anno = _append(root, _entry("p1_b.jpg", [30, 20, 10, 40]))  # x2 < x1
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", out, "--test-size", 3)
+    assert rc == 2 and err.startswith(f"error: {os.path.abspath(anno)}: entry {N} (p1_b.jpg): degenerate box "
+                                      "[30, 20, 10, 40]"), err
+    assert _listing(out) == before
+    rc, stdout, err = run_cli("fabric", "--root", root, "--out-dir", out, "--test-size", 3, "--lenient")
+    assert rc == 0, err
+    assert "1  degenerate boxes dropped" in stdout and "[degenerate]" in stdout
+    assert set(os.listdir(out)) == {"fabric_train.json", "fabric_test.json"}
+
+    empty = _extra(root, "[]")
+    rc, _, err = run_cli("fabric", "--root", root, "--anno", empty, "--out-dir", out, "--test-size", 3)
+    assert rc == 2 and err.startswith(f"error: {os.path.abspath(empty)}: the annotation file holds an empty list"), err
+    with open(empty, "w") as f:
+        f.write('{"images": []}')  # a COCO file given as the annotation list
+    for mode in ("--strict", "--lenient"):
+        rc, _, err = run_cli("fabric", "--root", root, "--anno", empty, "--out-dir", out, "--test-size", 3, mode)
+        assert rc == 2 and f"error: {os.path.abspath(empty)}: top level is a JSON dict" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# outputs: all or nothing
+
+
+def test_outputs_all_or_nothing_when_the_disk_fills(tmp_path, monkeypatch, run_cli):
+    import errno
+
+    from defect_det.data import tianchi_convert
+
+    root = make_fabric(tmp_path / "release")
+    out = str(tmp_path / "out")
+    convert_fabric(root, out, test_size=3, seed=0, verbose=False)
+    before = _listing(out)
+    real_dump, calls = tianchi_convert._dump_json, []
+
+    def dump_until_full(obj, f):
+        calls.append(f.name)
+        if len(calls) == 2:  # the train json fits, the test json does not
+            f.write('{"images": [')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_dump(obj, f)
+
+    monkeypatch.setattr(tianchi_convert, "_dump_json", dump_until_full)
+    with pytest.raises(TianchiFormatError) as ei:
+        convert_fabric(root, out, test_size=4, seed=1, verbose=False)
+    assert str(ei.value).startswith(os.path.join(out, "fabric_test.json") + ": cannot write the output")
+    assert "No space left on device" in str(ei.value) and "previous outputs are unchanged" in str(ei.value)
+    assert _listing(out) == before  # the new train json was not renamed in; no temporary file is left
+
+    # through the command line: the documented error line and exit code 2, no traceback
+    calls.clear()
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", out, "--test-size", 4, "--seed", 1)
+    assert rc == 2 and err.startswith(f"error: {os.path.join(out, 'fabric_test.json')}: cannot write the output")
+    assert _listing(out) == before
+
+
+def test_output_path_that_is_a_directory_or_unusable_out_dir(tmp_path, run_cli):
+    root = make_fabric(tmp_path / "release")
+    out = tmp_path / "out"
+    _previous_outputs(out)
+    os.remove(out / "fabric_test.json")
+    os.makedirs(out / "fabric_test.json")  # e.g. a folder made by mistake
+    before = _listing_dirs(out)
+    with pytest.raises(TianchiFormatError, match="fabric_test.json: an output file of the conversion is a directory"):
+        convert_fabric(root, str(out), test_size=3, verbose=False)
+    assert _listing_dirs(out) == before  # fabric_train.json still the previous one
+
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", out, "--test-size", 3)
+    assert rc == 2 and err.startswith(f"error: {out / 'fabric_test.json'}: an output file of the conversion is a directory")
+    assert _listing_dirs(out) == before
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", not_a_dir, "--test-size", 3)
+    assert rc == 2 and err.startswith(f"error: {not_a_dir}: the output directory (--out-dir) exists and is not a directory")
+    rc, _, err = run_cli("fabric", "--root", root, "--out-dir", not_a_dir / "sub", "--test-size", 3)
+    assert rc == 2 and err.startswith(f"error: {not_a_dir / 'sub'}: cannot create the output directory (--out-dir)")
+
+
+def _listing_dirs(out):
+    return {name: (open(os.path.join(out, name)).read() if os.path.isfile(os.path.join(out, name)) else "<dir>")
+            for name in sorted(os.listdir(out))}
+
+
+def test_stale_validation_split_is_removed(tmp_path):
+    root = make_fabric(tmp_path / "release")
+    out = str(tmp_path / "out")
+    convert_fabric(root, out, test_size=3, val_size=2, verbose=False)
+    assert os.path.isfile(os.path.join(out, "fabric_val.json"))
+    rep = convert_fabric(root, out, test_size=3, verbose=False)
+    assert sorted(os.listdir(out)) == ["fabric_test.json", "fabric_train.json"]
+    assert rep["stale_outputs_removed"] == [os.path.join(out, "fabric_val.json")]
+    assert "removed " + os.path.join(out, "fabric_val.json") in format_report(rep)

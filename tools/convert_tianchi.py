@@ -16,7 +16,10 @@ Examples::
 Writes ``<out-dir>/<prefix>_{train,test}.json`` (``--test-size`` images in test, default 500 as in the
 RDDN paper) or ``<out-dir>/<prefix>.json`` with ``--no-split``, and prints what was read, written,
 changed and dropped. Bad input: ``error: <file>: entry <i> (<name>): <problem>`` and exit code 2
-(``--strict``, the default); ``--lenient`` skips and counts bad entries/images and exits 0.
+(``--strict``, the default); ``--lenient`` skips and counts bad entries/images and exits 0. Every
+image and template is decoded in full. An annotation file that cannot be read is an error in both
+modes, and so is an output that cannot be written (outputs are all or nothing: the earlier ones stay
+as they were). The checks and what each mode does: README.md, "Real Tianchi data".
 Fabric entries may carry an optional ``"segmentation"`` (COCO RLE or polygons, e.g. the synthetic
 data's exact masks): validated, written to the COCO annotation, and counted (``masks in``, masks
 written, masks dropped by reason; a bad mask is an error with ``--strict``, a dropped mask with the

@@ -1,6 +1,6 @@
 """Convert the Tianchi defect releases (fabric 2019 round 2, aluminum 2018 round 2) to COCO JSON.
 
-Pure Python (standard library + PIL to read image sizes); no torch / Detectron2 code here. The
+Pure Python (standard library + PIL to decode the images); no torch / Detectron2 code here. The
 command-line front end is ``tools/convert_tianchi.py``; the output is read by
 :func:`defect_det.data.datasets.load_tianchi_json`.
 
@@ -31,8 +31,20 @@ Nothing is lost silently: every box read is either written or dropped for a coun
 image found on disk is either written or dropped for a counted reason, and every geometric fix
 (clipping) is counted. In strict mode (default) the first input problem raises
 :class:`TianchiFormatError`; in lenient mode the offending entry/image is skipped and counted, with
-the first few examples kept in ``report["examples"]``. Output files are written only after the whole
-input has been read, so a strict failure writes nothing.
+the first few examples kept in ``report["examples"]``. Problems (strict: error; lenient: counted):
+a bad entry (not an object, missing key, bbox not 4 finite numbers, unknown class, unknown image,
+an image in normal/), a degenerate box (xmax <= xmin or ymax <= ymin) or one entirely outside its
+image, an empty annotation list, a defect image without any annotation entry (or a LabelMe file
+without shapes outside a normal folder), an image or template that does not decode in full
+(missing, truncated, corrupt: every file is decoded with PIL, as training reads it), a template of
+another size than its image, a missing template, a duplicate image name, an invalid mask. An
+annotation file that cannot be read or whose top level is not a list is an error in both modes.
+
+Outputs are all or nothing: they are written only after the whole input has been read, each to a
+temporary file beside its target, and renamed over the targets only when all are written, so a
+failure (bad input, full disk, an output path that is a directory) leaves the previous outputs as
+they were and no temporary file. A ``<prefix>_val.json`` of an earlier run is removed when the new
+split has no validation part (it would overlap the new training split).
 
 Masks (fabric only; the real releases have none, the synthetic one has exact masks): an entry may
 carry ``"segmentation"``, either COCO RLE ``{"size": [h, w], "counts": str | list[int]}`` with
@@ -53,6 +65,7 @@ import random
 from collections import OrderedDict
 
 from .datasets.tianchi_categories import DATASET_CATEGORIES, name_to_category_id
+from .image_io import check_decodes
 
 __all__ = ["TianchiFormatError", "convert_fabric", "convert_aluminum", "format_report"]
 
@@ -62,6 +75,9 @@ MAX_EXAMPLES = 5
 
 # reason -> human-readable line of the report. Box reasons drop one annotation box each; image
 # reasons drop one image; file reasons skip an annotation file; notes change nothing or fix geometry.
+# Strict mode (the default) stops at the first problem: every box reason but image_dropped and
+# duplicate, every image and file reason, defect_image_without_annotations and bad_mask; lenient
+# mode counts them. FATAL_REASONS stop both modes. The other reasons are only counted.
 BOX_REASONS = OrderedDict([
     ("not_an_object", "annotation entries that are not JSON objects"),
     ("missing_key", "annotation entries missing a required key"),
@@ -71,28 +87,33 @@ BOX_REASONS = OrderedDict([
     ("image_not_found", "annotation entries naming an image not found on disk"),
     ("annotation_on_normal_image", "annotation entries naming an image in a normal/ folder"),
     ("image_dropped", "boxes of images dropped for an image problem (see image reasons)"),
-    ("degenerate", "degenerate boxes dropped (zero or negative width/height)"),
+    ("degenerate", "degenerate boxes dropped (x2 <= x1 or y2 <= y1: zero or negative width/height)"),
     ("outside_image", "boxes dropped as entirely outside the image"),
     ("duplicate", "exact duplicate boxes dropped (same image, class and coordinates)"),
 ])
 IMAGE_REASONS = OrderedDict([
     ("duplicate_image_name", "images dropped: same file name found twice (kept the first)"),
     ("missing_template", "images dropped: template_<prefix> image missing"),
-    ("unreadable_image", "images dropped: image or template unreadable"),
+    ("unreadable_image", "images dropped: image or template does not decode (missing, truncated, corrupt)"),
+    ("template_size_mismatch", "images dropped: template size differs from the image"),
     ("missing_annotation", "images dropped: no LabelMe JSON and not in a normal folder"),
     ("bad_annotation_file", "images dropped: LabelMe JSON malformed / not a LabelMe object"),
 ])
 FILE_REASONS = OrderedDict([
-    ("annotation_file_malformed", "annotation files skipped: malformed JSON"),
-    ("annotation_file_not_list", "annotation files skipped: top level is not a list"),
+    ("annotation_file_empty", "annotation files holding an empty list (no box for any image)"),
+])
+# an annotation file that cannot be read would leave every image it labels without boxes: an error
+# in both modes
+FATAL_REASONS = OrderedDict([
+    ("annotation_file_malformed", "annotation file unreadable or malformed JSON"),
+    ("annotation_file_not_list", "annotation file whose top level is not a list"),
 ])
 NOTE_REASONS = OrderedDict([
     ("clipped", "boxes clipped to the image (kept)"),
     ("mask_of_clipped_box", "masks of clipped boxes (kept unchanged)"),
-    ("defect_image_without_annotations", "defect images without any annotation (kept, no boxes)"),
+    ("defect_image_without_annotations", "defect images without any annotation entry (kept, no boxes)"),
     ("defect_image_all_boxes_dropped", "defect images whose boxes were all dropped (kept, no boxes)"),
     ("annotated_image_in_normal_folder", "images in a normal folder with LabelMe shapes (kept as defect)"),
-    ("template_size_mismatch", "images whose template has a different size (kept)"),
     ("labelme_size_mismatch", "LabelMe imageWidth/imageHeight differ from the image (image size used)"),
     ("unrelated_json_ignored", "JSON files without an image beside them that are not LabelMe (ignored)"),
 ])
@@ -160,29 +181,22 @@ class _Log:
 # small helpers
 
 
-def _image_size(path):
-    """(width, height) from the header only (EXIF rotations 5-8 swap them, as Detectron2 does)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
+def _try_size(path, log, what="image", cache=None):
+    """(width, height) of ``path`` after decoding it fully (a truncated / corrupt file is a problem,
+    counted under ``unreadable_image``); ``cache`` (dict) remembers results of shared templates."""
+    if cache is not None and path in cache:
+        size, error = cache[path]
+    else:
         try:
-            orientation = im.getexif().get(274)
-        except Exception:  # noqa: BLE001  (broken EXIF: Detectron2 ignores it too)
-            orientation = None
-    if orientation in (5, 6, 7, 8):
-        w, h = h, w
-    if w <= 0 or h <= 0:
-        raise OSError(f"invalid image size {w}x{h}")
-    return int(w), int(h)
-
-
-def _try_size(path, log, what="image"):
-    try:
-        return _image_size(path)
-    except Exception as e:  # noqa: BLE001  (PIL raises many kinds)
-        log.problem("unreadable_image", path, f"unreadable {what} ({type(e).__name__}: {e})")
-        return None
+            size, error = check_decodes(path), None
+        except Exception as e:  # noqa: BLE001  (PIL raises many kinds)
+            size, error = None, f"{type(e).__name__}: {e}"
+        if cache is not None:
+            cache[path] = (size, error)
+    if error is not None:
+        log.problem("unreadable_image", path, f"unreadable {what}, it does not decode ({error}); replace the "
+                    "file, or --lenient drops the image")
+    return size
 
 
 def _is_image(fname):
@@ -328,24 +342,33 @@ def _prepare_roots(roots, image_root):
 
 def _finalize_boxes(img, log):
     """
-    Dedupe, drop degenerate/outside boxes, clip the rest; returns the kept (cat, x0, y0, x1, y1,
-    mask) with ``mask`` None or the validated ``segmentation`` (unchanged, also when clipped).
+    Dedupe, drop degenerate/outside boxes (problems: strict raises naming the annotation file and
+    entry), clip the rest; returns the kept (cat, x0, y0, x1, y1, mask) with ``mask`` None or the
+    validated ``segmentation`` (unchanged, also when clipped).
     """
     w, h = img["width"], img["height"]
     kept, seen = [], set()
     for cat, x0, y0, x1, y1, src, mask in img["raw_boxes"]:
         key = (cat, x0, y0, x1, y1)
-        desc = f"{src}: [{x0:g}, {y0:g}, {x1:g}, {y1:g}] in {w}x{h} image {img['path']}"
+        box = f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
+        desc = f"{_where(*src)}: {box} in {w}x{h} image {img['path']}"
         reason = None
         if key in seen:
             reason = "duplicate"
         elif x1 <= x0 or y1 <= y0:
             reason = "degenerate"
+            problem = (f"degenerate box {box} (xmax <= xmin or ymax <= ymin: the bbox must be [xmin, ymin, "
+                       f"xmax, ymax] with a positive width and height) for image {img['path']}")
         elif x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
             reason = "outside_image"
+            problem = f"box {box} lies entirely outside its {w}x{h} (WxH) image {img['path']}"
         seen.add(key)
         if reason is not None:
-            log.count(reason, desc)
+            if reason == "duplicate":
+                log.count(reason, desc)
+            else:
+                afile, entry, name = src
+                log.problem(reason, afile, f"{problem}; --lenient drops the box", entry, name)
             if mask is not None:
                 log.count("mask_of_dropped_box", f"{desc} ({reason})")
             continue
@@ -358,11 +381,84 @@ def _finalize_boxes(img, log):
     return sorted(kept, key=lambda b: (b[1], b[2], b[3], b[4], b[0]))
 
 
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False)
-    os.replace(tmp, path)
+def _dump_json(obj, f):
+    json.dump(obj, f, ensure_ascii=False)
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _prepare_out_dir(out_dir, paths):
+    """Create ``out_dir``; every output path must be a file or absent (errors name the path)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise TianchiFormatError(out_dir, "the output directory (--out-dir) exists and is not a directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise TianchiFormatError(out_dir, f"cannot create the output directory (--out-dir): {e.strerror or e}; "
+                                 "choose a writable one") from None
+    for path in paths:
+        if os.path.isdir(path):
+            raise TianchiFormatError(path, "an output file of the conversion is a directory here; remove it or "
+                                     "choose another --out-dir / --prefix")
+
+
+def _write_outputs(files, stale=()):
+    """
+    Write ``files`` [(path, obj)] all or nothing: every file goes to a temporary file beside its
+    target first; only when all are written (and flushed to disk) are they renamed over the targets,
+    and ``stale`` files (earlier outputs this conversion replaces by nothing) removed. A failure
+    while writing removes the temporary files and leaves the previous outputs as they were; a failure
+    while renaming (rare: the directory became unwritable) restores the files already replaced.
+    """
+    import tempfile
+
+    temps = []
+    try:
+        for path, obj in files:
+            d, name = os.path.split(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=d)
+            temps.append(tmp)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                _dump_json(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+    except OSError as e:
+        for tmp in temps:
+            _remove_quietly(tmp)
+        raise TianchiFormatError(path, f"cannot write the output ({e.strerror or e}); nothing was written, the "
+                                 "previous outputs are unchanged") from None
+    # keep the previous outputs (as backups) until every new one is in place
+    backups, done = {}, []
+    try:
+        for path in [p for p, _ in files] + list(stale):
+            if os.path.isfile(path):
+                backup = f"{path}.{os.getpid()}.bak"
+                os.replace(path, backup)
+                backups[path] = backup
+        for (path, _), tmp in zip(files, temps):
+            os.replace(tmp, path)
+            done.append(path)
+    except OSError as e:
+        for new in done:
+            _remove_quietly(new)
+        for old, backup in backups.items():
+            try:
+                os.replace(backup, old)
+            except OSError:
+                pass
+        for tmp in temps:
+            _remove_quietly(tmp)
+        raise TianchiFormatError(path, f"cannot replace the output ({e.strerror or e}); the previous outputs "
+                                 "were restored") from None
+    for backup in backups.values():
+        _remove_quietly(backup)
+    return [p for p in stale if p in backups]
 
 
 def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix, test_size, split,
@@ -383,8 +479,16 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
         if not img["is_normal"] and not img["boxes"]:
             if img["n_entries"]:
                 log.count("defect_image_all_boxes_dropped", img["path"])
+            elif img.get("annotation"):  # aluminum: a LabelMe file without shapes
+                log.problem("defect_image_without_annotations", img["annotation"],
+                            f"LabelMe file without shapes for image {img['path']}, which is not in a normal "
+                            "folder: it would train as defect-free. Label it, move it to a normal folder "
+                            "(无瑕疵样本), or --lenient keeps it without boxes")
             else:
-                log.count("defect_image_without_annotations", img["path"])
+                log.problem("defect_image_without_annotations", img["path"],
+                            f"defect image without any annotation entry in {len(anno_files)} annotation "
+                            "file(s): it would train as defect-free. Add its boxes (or pass the file that "
+                            "has them with --anno), move it to normal/, or --lenient keeps it without boxes")
 
     n = len(images)
     if split:
@@ -417,7 +521,6 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
         parts = OrderedDict([("all", list(range(n)))])
 
     cats = [{"id": i + 1, "name": en, "name_zh": zh} for i, (en, zh) in enumerate(categories)]
-    os.makedirs(out_dir, exist_ok=True)
     outputs, images_written, normal_written, boxes_split = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
     masks_split = OrderedDict()
     ann_id = 0
@@ -460,8 +563,10 @@ def _finish(dataset, images, log, report, *, roots, anno_files, out_dir, prefix,
         normal_written[part] = sum(1 for e in coco_images if e["is_normal"])
         boxes_split[part] = len(coco_anns)
         masks_split[part] = sum(1 for a in coco_anns if "segmentation" in a)
-    for path, coco in coco_files:
-        _write_json(path, coco)
+    # a validation split of an earlier run that this one does not make would overlap the new training split
+    stale = [os.path.join(out_dir, f"{prefix}_val.json")] if split and not val_size else []
+    _prepare_out_dir(out_dir, [p for p, _ in coco_files])
+    report["stale_outputs_removed"] = _write_outputs(coco_files, stale)
 
     boxes_dropped = OrderedDict((r, log.counts[r]) for r in BOX_REASONS if log.counts.get(r))
     masks_dropped = OrderedDict((r, log.counts[r]) for r in MASK_REASONS if log.counts.get(r))
@@ -526,6 +631,9 @@ def format_report(report):
                 lines.append(f"            e.g. {ex}")
     else:
         lines.append("  nothing changed or dropped")
+    for path in r.get("stale_outputs_removed", []):
+        lines.append(f"  removed {path}: a validation split of an earlier run, which this split (no --val-size) "
+                     "would overlap")
     return "\n".join(lines)
 
 
@@ -593,7 +701,7 @@ def _read_fabric_entry(entry, i, afile, index, stems, roots, lookup, log):
         elif area == 0:
             log.count("empty_mask", _describe(afile, "mask has no foreground pixel (box kept)", i, name))
             mask = None
-    img["raw_boxes"].append((cat, *coords, _where(afile, i, name), mask))
+    img["raw_boxes"].append((cat, *coords, (afile, i, name), mask))
     return True
 
 
@@ -627,8 +735,8 @@ def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_siz
     report = _new_report("fabric", strict, roots, image_root)
     lookup = _category_lookup("fabric")
 
-    # 1. images (both kinds, all roots), indexed by file name
-    index, images = {}, []
+    # 1. images (both kinds, all roots), indexed by file name; every image and template is decoded
+    index, images, template_sizes = {}, [], {}
     for root in roots:
         has_images = False
         for kind in ("defect", "normal"):
@@ -657,11 +765,15 @@ def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_siz
                 size = _try_size(path, log)
                 if size is None:
                     continue
-                tsize = _try_size(template, log, "template")
+                tsize = _try_size(template, log, "template", cache=template_sizes)
                 if tsize is None:
                     continue
                 if tsize != size:
-                    log.count("template_size_mismatch", f"{path}: {size} vs template {tsize}")
+                    log.problem("template_size_mismatch", path,
+                                f"template {template} is {tsize[0]}x{tsize[1]} but the image is "
+                                f"{size[0]}x{size[1]} (WxH); the template methods need them equal. Replace "
+                                "the template, or --lenient drops the image")
+                    continue
                 img.update(ok=True, template=template, width=size[0], height=size[1])
                 images.append(img)
         if not has_images and not os.path.isdir(os.path.join(root, "Annotations")):
@@ -680,19 +792,23 @@ def convert_fabric(roots, out_dir, *, anno_files=None, prefix="fabric", test_siz
     anno_files = sorted({os.path.abspath(os.fspath(a)) for a in anno_files})
     report["annotation_files"] = anno_files
     for afile in anno_files:
+        # a file that cannot be read would leave every image it labels without boxes: fatal
         try:
             data = _load_json(afile)
         except json.JSONDecodeError as e:
-            log.problem("annotation_file_malformed", afile,
-                        f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})")
-            continue
+            raise TianchiFormatError(afile, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno} "
+                                     f"(char {e.pos}); an error also with --lenient",
+                                     reason="annotation_file_malformed") from None
         except (OSError, UnicodeDecodeError) as e:
-            log.problem("annotation_file_malformed", afile, f"cannot read ({e})")
-            continue
+            raise TianchiFormatError(afile, f"cannot read the annotation file ({e}); an error also with "
+                                     "--lenient", reason="annotation_file_malformed") from None
         if not isinstance(data, list):
-            log.problem("annotation_file_not_list", afile,
-                        f"top level is a JSON {type(data).__name__}, expected a list of boxes")
-            continue
+            raise TianchiFormatError(afile, f"top level is a JSON {type(data).__name__}, expected a list of "
+                                     "{name, defect_name, bbox} objects; an error also with --lenient",
+                                     reason="annotation_file_not_list")
+        if not data:
+            log.problem("annotation_file_empty", afile, "the annotation file holds an empty list: no box for any "
+                        "image (remove the file, pass the right one with --anno, or --lenient to skip it)")
         for i, entry in enumerate(data):
             report["boxes_in"] += 1
             has_mask = isinstance(entry, dict) and entry.get("segmentation") is not None
@@ -740,7 +856,7 @@ def _labelme_shapes(jpath, data, lookup, log, report):
             log.problem("unknown_class", jpath, f"unknown class {label!r}", i, label)
             continue
         xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
-        boxes.append((cat, min(xs), min(ys), max(xs), max(ys), _where(jpath, i, label), None))
+        boxes.append((cat, min(xs), min(ys), max(xs), max(ys), (jpath, i, label), None))
     return boxes
 
 
@@ -835,7 +951,7 @@ def convert_aluminum(roots, out_dir, *, prefix="aluminum", test_size=500, val_si
                 if isinstance(jw, int) and isinstance(jh, int) and (jw, jh) != size:
                     log.count("labelme_size_mismatch", f"{jpath}: {jw}x{jh} vs image {size[0]}x{size[1]}")
             images.append({"path": path, "is_normal": is_normal, "raw_boxes": boxes, "width": size[0],
-                           "height": size[1], "template": None, "n_entries": n_shapes})
+                           "height": size[1], "template": None, "n_entries": n_shapes, "annotation": jpath})
 
     return _finish("aluminum", images, log, report, roots=roots, anno_files=sorted(json_files),
                    out_dir=out_dir, prefix=prefix, test_size=test_size, val_size=val_size, split=split, seed=seed,
