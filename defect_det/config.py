@@ -167,6 +167,11 @@ def add_evaluation_config(cfg):
     cfg.TEST.VIS_NUM_IMAGES = 4
     # Score threshold for drawing predictions in the visualisations.
     cfg.TEST.VIS_SCORE_THRESH = 0.3
+    # DefectCOCOEvaluator: replicates of the 95% bootstrap interval over test images of box AP50 and
+    # class-agnostic AP50 (AP50_ci_low/high, AP50_agnostic_ci_low/high); 0 = no interval.
+    cfg.TEST.BOOTSTRAP_ITERS = 1000
+    # Seed of the bootstrap image draws (fixed, so the interval is reproducible).
+    cfg.TEST.BOOTSTRAP_SEED = 0
 
 
 def add_weak_mask_config(cfg):

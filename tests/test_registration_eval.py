@@ -170,3 +170,28 @@ def test_evaluator_adds_mask_ap_with_mask_on(tmp_path):
     assert boxes["bbox"]["AP50"] == pytest.approx(100.0) and boxes["segm"]["AP50"] < 1.0
     table = format_summary_table({"_t_fabric_segm": exact})
     assert "mask AP50" in table and table.count("100.0") >= 3
+
+
+def test_evaluator_bootstrap_interval(tmp_path):
+    """TEST.BOOTSTRAP_ITERS > 0: the box results carry AP50_ci_low/high and
+    AP50_agnostic_ci_low/high around AP50 / AP50_agnostic (a perfect detector: [100, 100]), the summary
+    table shows them; 0: no interval."""
+    json_file, _ = _coco(tmp_path)
+    register_tianchi_fabric("_t_fabric_boot", json_file, str(tmp_path))
+    dicts = DatasetCatalog.get("_t_fabric_boot")
+    cfg = get_defect_cfg()
+    cfg.TEST.BOOTSTRAP_ITERS = 200
+    ev = build_defect_evaluator(cfg, "_t_fabric_boot", output_dir=str(tmp_path / "ev_boot"), distributed=False)
+    perfect = _predict(ev, dicts)
+    for key in ("AP50", "AP50_agnostic"):
+        assert perfect[key + "_ci_low"] == pytest.approx(100.0) and perfect[key + "_ci_high"] == pytest.approx(100.0)
+    assert "100.0 [100.0, 100.0]" in format_summary_table({"_t_fabric_boot": {"bbox": perfect}})
+
+    shifted = _predict(ev, dicts, shift=6.0)  # one of three boxes missed
+    assert shifted["AP50_ci_low"] <= shifted["AP50"] <= shifted["AP50_ci_high"]
+    assert shifted["AP50_ci_low"] < shifted["AP50_ci_high"]
+    assert shifted["AP50_agnostic_ci_low"] <= shifted["AP50_agnostic"] <= shifted["AP50_agnostic_ci_high"]
+
+    cfg.TEST.BOOTSTRAP_ITERS = 0
+    ev = build_defect_evaluator(cfg, "_t_fabric_boot", output_dir=str(tmp_path / "ev_boot0"), distributed=False)
+    assert not any(k.endswith(("_ci_low", "_ci_high")) for k in _predict(ev, dicts))

@@ -1,5 +1,6 @@
 from .build import EVALUATOR_REGISTRY, build_defect_evaluator
 from .image_level import ImageLevelEvaluator, PixelLevelEvaluator, SegDecEvaluator  # SegDecNet
+from .ap50_bootstrap import AP50Matches, bootstrap_ap50, bootstrap_counts, bootstrap_interval
 from .coco_ap50 import (
     DefectCOCOEvaluator,
     format_ap50_table,

@@ -1,16 +1,16 @@
 """COCO box evaluation with per-category AP50 (the RDDN paper reports mAP@0.5)."""
 import contextlib
-import copy
 import io
 import itertools
+import math
 
 import numpy as np
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from detectron2.evaluation import COCOEvaluator
 
+from .ap50_bootstrap import AP50Matches, bootstrap_counts, bootstrap_interval, merge_categories
 from .build import EVALUATOR_REGISTRY
 
 __all__ = [
@@ -59,19 +59,13 @@ def class_agnostic_ap50(coco_gt, coco_results, max_dets=100):
         coco_gt (COCO): the dataset's ground truth.
         coco_results (list[dict]): COCO-format detections (``image_id``, ``bbox``, ``score``, ...).
     """
-    data = copy.deepcopy(coco_gt.dataset)
-    for a in data.get("annotations", []):
-        a["category_id"] = 1
-    if not data.get("annotations"):
+    gt, dts = merge_categories(coco_gt, coco_results)
+    if gt is None:
         return float("nan")
-    data["categories"] = [{"id": 1, "name": "defect"}]
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = data
-        gt.createIndex()
-        if not coco_results:
+        if not dts:
             return 0.0
-        dt = gt.loadRes([dict(r, category_id=1) for r in coco_results])
+        dt = gt.loadRes(dts)
         e = COCOeval(gt, dt, "bbox")
         e.params.maxDets = [1, 10, max_dets]
         e.evaluate()
@@ -100,10 +94,18 @@ class DefectCOCOEvaluator(COCOEvaluator):
     classes absent from the dataset's ground truth) and the box task's ``AP50_agnostic`` (all
     classes merged: did the detector find the defect at all?). Mask AP needs ground-truth
     ``segmentation`` in the dataset's COCO json (the synthetic fabric export has it).
+
+    With ``cfg.TEST.BOOTSTRAP_ITERS`` > 0 (default 1000) the box task also returns 95% percentile
+    bootstrap intervals over the test images, ``AP50_ci_low`` / ``AP50_ci_high`` and
+    ``AP50_agnostic_ci_low`` / ``AP50_agnostic_ci_high`` (:mod:`.ap50_bootstrap`; both from the same
+    image draws, seeded by ``cfg.TEST.BOOTSTRAP_SEED``).
     """
 
     def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None):
         masks = cfg is not None and cfg.MODEL.MASK_ON
+        test = cfg.TEST if cfg is not None else {}
+        self._bootstrap_iters = int(test.get("BOOTSTRAP_ITERS", 1000))
+        self._bootstrap_seed = int(test.get("BOOTSTRAP_SEED", 0))
         super().__init__(
             dataset_name,
             tasks=("bbox", "segm") if masks else ("bbox",),
@@ -113,14 +115,34 @@ class DefectCOCOEvaluator(COCOEvaluator):
         )
 
     def _eval_predictions(self, predictions, img_ids=None):
-        """Detectron2's COCO evaluation, plus ``AP50_agnostic`` (:func:`class_agnostic_ap50`)."""
+        """Detectron2's COCO evaluation, plus ``AP50_agnostic`` (:func:`class_agnostic_ap50`) and the
+        bootstrap intervals of AP50 and AP50_agnostic (:meth:`_bootstrap_ap50`)."""
         super()._eval_predictions(predictions, img_ids)
         if "bbox" in self._results and getattr(self, "_do_evaluation", True):
+            # category ids are the dataset's here: super() mapped them back in place
             results = list(itertools.chain(*[x["instances"] for x in predictions]))
             max_dets = self._max_dets_per_image[-1] if self._max_dets_per_image else 100
             ap = class_agnostic_ap50(self._coco_api, results, max_dets)
             self._results["bbox"]["AP50_agnostic"] = ap
             self._logger.info(f"Class-agnostic bbox AP50 (every class merged): {ap:.2f}")
+            if self._bootstrap_iters > 0:
+                self._bootstrap_ap50(results, max_dets, img_ids)
+
+    def _bootstrap_ap50(self, results, max_dets, img_ids):
+        """Add ``AP50_ci_low/high`` and ``AP50_agnostic_ci_low/high`` to the bbox results: 95%
+        percentile bootstrap over the test images, the same draws for both."""
+        box = self._results["bbox"]
+        counts = None
+        for key, agnostic in (("AP50", False), ("AP50_agnostic", True)):
+            matches = AP50Matches.from_coco(self._coco_api, results, agnostic, max_dets, img_ids)
+            if counts is None or counts.shape[1] != matches.num_images:
+                counts = bootstrap_counts(matches.num_images, self._bootstrap_iters, self._bootstrap_seed)
+            ap, low, high = bootstrap_interval(matches, counts=counts)
+            box[key + "_ci_low"], box[key + "_ci_high"] = low, high
+            self._logger.info(
+                f"bbox {key} {ap:.2f}, 95% bootstrap CI [{low:.2f}, {high:.2f}] "
+                f"({self._bootstrap_iters} resamples of {matches.num_images} test images)"
+            )
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names)
@@ -140,10 +162,22 @@ def normalize_test_results(results, dataset_names):
     return dict(results)
 
 
+def _format_ap(res, key):
+    """``res[key]`` with one decimal, followed by ``[low, high]`` when ``res`` has
+    ``<key>_ci_low`` / ``<key>_ci_high`` (e.g. ``41.3 [36.0, 46.9]``); "nan" when absent."""
+    value = res.get(key, float("nan"))
+    text = f"{value:.1f}"
+    low, high = res.get(key + "_ci_low"), res.get(key + "_ci_high")
+    if low is not None and high is not None and not any(math.isnan(v) for v in (value, low, high)):
+        text += f" [{low:.1f}, {high:.1f}]"
+    return text
+
+
 def format_summary_table(results):
     """
     One row per test dataset: AP50 (headline), AP, AP75 and class-agnostic AP50 of the ``bbox`` task,
-    and mask AP50 / AP when some dataset has a ``segm`` task.
+    and mask AP50 / AP when some dataset has a ``segm`` task. An AP50 with a bootstrap interval in
+    the results (``AP50_ci_low`` / ``AP50_ci_high``) is shown as ``41.3 [36.0, 46.9]``.
 
     Args:
         results (dict): ``{dataset_name: {"bbox": {"AP50": ..., ...}, ["segm": {...}]}}``.
@@ -153,6 +187,6 @@ def format_summary_table(results):
     if any("segm" in res for res in results.values()):
         columns += [("segm", "AP50"), ("segm", "AP")]
         headers += ["mask AP50", "mask AP"]
-    rows = [[name] + [f"{res.get(task, {}).get(k, float('nan')):.1f}" for task, k in columns]
+    rows = [[name] + [_format_ap(res.get(task, {}), k) for task, k in columns]
             for name, res in results.items()]
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
