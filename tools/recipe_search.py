@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""
+The recipe search of the CPU synthetic fabric benchmark (projects/Benchmark/README.md, issue 11).
+
+Every row trains one config + overrides through ``tools/train_net.py`` and evaluates box AP50 on
+the VALIDATION split ``synthetic_fabric_val`` (carved from the seen training release by
+``tools/convert_tianchi.py --val-size``; the test splits are never looked at here). Rows run as
+separate processes with ONE intra-op thread each (``OMP_NUM_THREADS=1``, no DataLoader workers),
+``--jobs`` of them at a time (2 on a 2-core machine), so a row's time is comparable to another's only
+within the same ``--jobs``.
+
+    python tools/recipe_search.py --list
+    python tools/recipe_search.py --rows pre pre_fast --jobs 2          # resumable: done rows are skipped
+    python tools/recipe_search.py --render                              # table only, from the JSON results
+
+Each finished row writes ``projects/Benchmark/results/recipe/<row>_s<seed>.json`` (row, label,
+config, overrides, seed, iterations, commit, command, metrics per validation set, wall time) and is
+never recomputed (``--force`` reruns). The table (``--render``, also printed after every run) goes to
+``projects/Benchmark/results/recipe_table.md``.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from defect_det.utils.tables import schedule_opts  # noqa: E402
+
+CPU = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
+PRE = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml"
+BASE = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_baseline.yaml"
+FAST = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "1"]
+RPN03 = ["MODEL.RPN.IOU_THRESHOLDS", "[0.3,0.7]"]
+
+# key -> (label: what differs from the config file, config, overrides). Order = table order.
+ROWS = {
+    "base": ("no template, config as committed", CPU, []),
+    "pre": ("TR-Pre + alignment, config as committed", PRE, []),
+    "pre_fast": ("TR-Pre + align, ROI batch 64/img, ROIAlign sampling 1", PRE, FAST),
+    "pre_lr2": ("TR-Pre + align, AdamW lr 2e-3", PRE, ["SOLVER.BASE_LR", "0.002"]),
+    "pre_rpn03": ("TR-Pre + align, RPN IoU 0.3/0.7 (Detectron2 default)", PRE, RPN03),
+    "pre_fast_lr2_rpn03": ("TR-Pre + align, fast ROI + lr 2e-3 + RPN 0.3/0.7", PRE,
+                           FAST + ["SOLVER.BASE_LR", "0.002"] + RPN03),
+}
+VAL = "synthetic_fabric_val"
+
+
+def result_path(args, key, seed):
+    return os.path.join(args.results, f"{key}_s{seed}.json")
+
+
+def _commit():
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def start_row(args, key, seed):
+    """Start one row's training as a subprocess; returns (Popen, out dir, command, start time)."""
+    label, cfg, opts = ROWS[key]
+    out = os.path.join(args.out, f"{key}_s{seed}")
+    os.makedirs(out, exist_ok=True)
+    cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", cfg,
+           "--save-results", os.path.join(out, "results.json"), "--resume"]
+    cmd += ["OUTPUT_DIR", out, "SEED", str(seed), "DATASETS.TEST", f"('{VAL}',)", "DATALOADER.NUM_WORKERS", "0"]
+    cmd += schedule_opts(args.iters) + ["SOLVER.CHECKPOINT_PERIOD", "250"] + list(opts) + list(args.opts)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    log = open(os.path.join(out, "stdout.log"), "a")
+    print(f"[recipe_search] start {key} seed {seed}: {' '.join(cmd)}", flush=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), out, cmd, time.time()
+
+
+def finish_row(args, key, seed, proc, out, cmd, t0):
+    rc = proc.wait()
+    res_file = os.path.join(out, "results.json")
+    if rc != 0 or not os.path.isfile(res_file):
+        print(f"[recipe_search] {key} seed {seed} FAILED (exit {rc}); see {out}/stdout.log", flush=True)
+        return False
+    with open(res_file) as f:
+        metrics = json.load(f)
+    label, cfg, opts = ROWS[key]
+    record = {
+        "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
+        "iters": args.iters, "threads": args.threads, "jobs": args.jobs, "commit": _commit(),
+        "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    os.makedirs(args.results, exist_ok=True)
+    path = result_path(args, key, seed)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"[recipe_search] done {key} seed {seed}: {record['wall_s'] / 60:.1f} min -> {path}", flush=True)
+    return True
+
+
+def _fmt_ap(m, k):
+    v = m.get(k)
+    if v is None:
+        return "-"
+    lo, hi = m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")
+    return f"{v:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
+
+
+def render(args):
+    """Markdown table of every JSON result under ``args.results`` (rows in ROWS order, then others)."""
+    recs = []
+    if os.path.isdir(args.results):
+        for name in sorted(os.listdir(args.results)):
+            if name.endswith(".json"):
+                with open(os.path.join(args.results, name)) as f:
+                    recs.append(json.load(f))
+    order = {k: i for i, k in enumerate(ROWS)}
+    recs.sort(key=lambda r: (order.get(r["row"], len(order)), r["seed"]))
+    lines = ["| row | what differs | seed | iters | val AP50 [95% CI] | val AP50 any class [95% CI] | minutes "
+             "(1 thread, jobs) |", "|---|---|---|---|---|---|---|"]
+    for r in recs:
+        m = r["metrics"].get(VAL, r["metrics"]).get("bbox", {})
+        lines.append(f"| `{r['row']}` | {r['label']} | {r['seed']} | {r['iters']} | {_fmt_ap(m, 'AP50')} | "
+                     f"{_fmt_ap(m, 'AP50_agnostic')} | {r['wall_s'] / 60:.0f} ({r['jobs']}) |")
+    table = "\n".join(lines)
+    path = os.path.join(os.path.dirname(args.results.rstrip("/")), "recipe_table.md")
+    with open(path, "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return table
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="*", default=None, help="row keys, started in this order (default: all)")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--iters", type=int, default=1000, help="training iterations of every row (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="rows trained at the same time (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per row (default: %(default)s)")
+    p.add_argument("--out", default=os.path.join("output", "recipe_search"))
+    p.add_argument("--results", default=os.path.join("projects", "Benchmark", "results", "recipe"))
+    p.add_argument("--force", action="store_true", help="rerun rows whose results exist")
+    p.add_argument("--list", action="store_true", help="list the rows, then exit")
+    p.add_argument("--render", action="store_true", help="only render the table from the results")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE overrides for every row")
+    args = p.parse_args(argv)
+    os.chdir(REPO)
+    if args.list:
+        for key, (label, cfg, opts) in ROWS.items():
+            print(f"{key:22s} {cfg:58s} {' '.join(opts)}  # {label}")
+        return
+    if args.render:
+        render(args)
+        return
+    keys = list(ROWS) if args.rows is None else args.rows
+    unknown = [k for k in keys if k not in ROWS]
+    if unknown:
+        raise SystemExit(f"error: unknown rows {unknown}; known: {list(ROWS)}")
+    todo = [(k, s) for s in args.seeds for k in keys
+            if args.force or not os.path.isfile(result_path(args, k, s))]
+    print(f"[recipe_search] {len(todo)} row(s) to run: {todo}", flush=True)
+    running, failed = [], []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            k, s = todo.pop(0)
+            running.append((k, s, *start_row(args, k, s)))
+        time.sleep(5)
+        for item in list(running):
+            if item[2].poll() is not None:
+                running.remove(item)
+                if not finish_row(args, *item):
+                    failed.append(item[:2])
+    render(args)
+    if failed:
+        raise SystemExit(f"error: failed rows {failed}")
+
+
+if __name__ == "__main__":
+    main()
