@@ -105,7 +105,8 @@ IMAGE_LEVEL_KEYS = ("stem", "release", "kind", "prefix", "family", "defect_types
 of defect types painted on the image (an image-level fact; duplicates collapse to a set)."""
 
 FORBIDDEN_KEYS = ("boxes", "bbox", "segmentation", "annotations", "masks", "gt_boxes", "gt_masks")
-"""Pixel / box supervision that must never reach pre-training (asserted in :func:`image_level_record`)."""
+"""Pixel / box supervision that must never reach pre-training: neither a key of :data:`IMAGE_LEVEL_KEYS`
+nor a field of :class:`ImageLevelRecord` (asserted at import)."""
 
 assert not set(IMAGE_LEVEL_KEYS) & set(FORBIDDEN_KEYS)
 
