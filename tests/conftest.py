@@ -107,3 +107,8 @@ def tiny_segdec_cfg(root, output_dir, *opts):
         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(output_dir), *opts,
     ])
     return cfg
+
+
+def pytest_configure(config):
+    """``slow``: subprocess training runs (``pytest -m "not slow"`` skips them)."""
+    config.addinivalue_line("markers", "slow: subprocess training / CLI runs (deselect with -m 'not slow')")

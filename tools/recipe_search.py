@@ -12,6 +12,11 @@ within the same ``--jobs``.
     python tools/recipe_search.py --list
     python tools/recipe_search.py --rows pre pre_fast --jobs 2          # resumable: done rows are skipped
     python tools/recipe_search.py --render                              # table only, from the JSON results
+    python tools/recipe_search.py --final --rows pre_fast               # ONCE, for the chosen rows: test splits
+
+``--final`` evaluates a trained row's ``model_final.pth`` (no training) on the seen test split and the
+unseen-texture split and writes ``results/final/<row>_s<seed>.json``: the numbers the READMEs report.
+Use it only for rows already chosen on validation, once per row.
 
 Each finished row writes ``projects/Benchmark/results/recipe/<row>_s<seed>.json`` (row, label,
 config, overrides, seed, iterations, commit, command, metrics per validation set, wall time) and is
@@ -40,16 +45,21 @@ ROWS = {
     "base": ("no template, config as committed", CPU, []),
     "pre": ("TR-Pre + alignment, config as committed", PRE, []),
     "pre_fast": ("TR-Pre + align, ROI batch 64/img, ROIAlign sampling 1", PRE, FAST),
+    "pre_fast_pt": ("TR-Pre + align, fast ROI, backbone pre-trained on difference images (PRETRAIN.md)", PRE,
+                    FAST + ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_difference.pth"]),
+    "pre_pt": ("TR-Pre + align, backbone pre-trained on difference images (PRETRAIN.md)", PRE,
+               ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_difference.pth"]),
     "pre_lr2": ("TR-Pre + align, AdamW lr 2e-3", PRE, ["SOLVER.BASE_LR", "0.002"]),
     "pre_rpn03": ("TR-Pre + align, RPN IoU 0.3/0.7 (Detectron2 default)", PRE, RPN03),
     "pre_fast_lr2_rpn03": ("TR-Pre + align, fast ROI + lr 2e-3 + RPN 0.3/0.7", PRE,
                            FAST + ["SOLVER.BASE_LR", "0.002"] + RPN03),
 }
 VAL = "synthetic_fabric_val"
+TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
 
 
 def result_path(args, key, seed):
-    return os.path.join(args.results, f"{key}_s{seed}.json")
+    return os.path.join(args.results, "final" if args.final else "", f"{key}_s{seed}.json")
 
 
 def _commit():
@@ -61,14 +71,25 @@ def _commit():
 
 
 def start_row(args, key, seed):
-    """Start one row's training as a subprocess; returns (Popen, out dir, command, start time)."""
+    """Start one row's training (or, with ``--final``, its test evaluation) as a subprocess; returns
+    (Popen, out dir, command, start time)."""
     label, cfg, opts = ROWS[key]
-    out = os.path.join(args.out, f"{key}_s{seed}")
+    train_dir = os.path.join(args.out, f"{key}_s{seed}")
+    out = os.path.join(train_dir, "final") if args.final else train_dir
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", cfg,
-           "--save-results", os.path.join(out, "results.json"), "--resume"]
-    cmd += ["OUTPUT_DIR", out, "SEED", str(seed), "DATASETS.TEST", f"('{VAL}',)", "DATALOADER.NUM_WORKERS", "0"]
+           "--save-results", os.path.join(out, "results.json")]
+    cmd += ["OUTPUT_DIR", out, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0"]
     cmd += schedule_opts(args.iters) + ["SOLVER.CHECKPOINT_PERIOD", "250"] + list(opts) + list(args.opts)
+    if args.final:
+        weights = os.path.join(train_dir, "model_final.pth")
+        if not os.path.isfile(weights):
+            raise SystemExit(f"error: {weights} missing: train row {key!r} (seed {seed}) first, without --final")
+        cmd.insert(2, "--eval-only")
+        cmd += ["MODEL.WEIGHTS", weights, "DATASETS.TEST", str(TEST).replace(" ", "")]
+    else:
+        cmd.insert(2, "--resume")
+        cmd += ["DATASETS.TEST", f"('{VAL}',)"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     log = open(os.path.join(out, "stdout.log"), "a")
     print(f"[recipe_search] start {key} seed {seed}: {' '.join(cmd)}", flush=True)
@@ -90,8 +111,8 @@ def finish_row(args, key, seed, proc, out, cmd, t0):
         "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    os.makedirs(args.results, exist_ok=True)
     path = result_path(args, key, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
@@ -107,22 +128,38 @@ def _fmt_ap(m, k):
     return f"{v:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
 
 
-def render(args):
-    """Markdown table of every JSON result under ``args.results`` (rows in ROWS order, then others)."""
+def _records(folder):
     recs = []
-    if os.path.isdir(args.results):
-        for name in sorted(os.listdir(args.results)):
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
             if name.endswith(".json"):
-                with open(os.path.join(args.results, name)) as f:
+                with open(os.path.join(folder, name)) as f:
                     recs.append(json.load(f))
     order = {k: i for i, k in enumerate(ROWS)}
     recs.sort(key=lambda r: (order.get(r["row"], len(order)), r["seed"]))
-    lines = ["| row | what differs | seed | iters | val AP50 [95% CI] | val AP50 any class [95% CI] | minutes "
-             "(1 thread, jobs) |", "|---|---|---|---|---|---|---|"]
-    for r in recs:
-        m = r["metrics"].get(VAL, r["metrics"]).get("bbox", {})
+    return recs
+
+
+def render(args):
+    """Markdown tables of every JSON result: validation rows (``args.results``) and final test rows
+    (``args.results/final``), rows in ROWS order; written to ``<results>/../recipe_table.md``."""
+    lines = ["Validation (`synthetic_fabric_val`; every choice is made on this table):", "",
+             "| row | what differs | seed | iters | val AP50 [95% CI] | val AP50 any class [95% CI] | minutes "
+             "(threads/row, rows at once) |", "|---|---|---|---|---|---|---|"]
+    for r in _records(args.results):
+        m = r["metrics"].get(VAL, {}).get("bbox", {})
         lines.append(f"| `{r['row']}` | {r['label']} | {r['seed']} | {r['iters']} | {_fmt_ap(m, 'AP50')} | "
-                     f"{_fmt_ap(m, 'AP50_agnostic')} | {r['wall_s'] / 60:.0f} ({r['jobs']}) |")
+                     f"{_fmt_ap(m, 'AP50_agnostic')} | {r['wall_s'] / 60:.0f} ({r['threads']}, {r['jobs']}) |")
+    final = _records(os.path.join(args.results, "final"))
+    if final:
+        lines += ["", "Test (each row evaluated once, after it was chosen on validation):", "",
+                  "| row | what differs | seed | iters | seen AP50 [95% CI] | unseen AP50 [95% CI] | "
+                  "seen AP50 any class | unseen AP50 any class |", "|---|---|---|---|---|---|---|---|"]
+        for r in final:
+            seen, unseen = (r["metrics"].get(d, {}).get("bbox", {}) for d in TEST)
+            lines.append(f"| `{r['row']}` | {r['label']} | {r['seed']} | {r['iters']} | {_fmt_ap(seen, 'AP50')} | "
+                         f"{_fmt_ap(unseen, 'AP50')} | {_fmt_ap(seen, 'AP50_agnostic')} | "
+                         f"{_fmt_ap(unseen, 'AP50_agnostic')} |")
     table = "\n".join(lines)
     path = os.path.join(os.path.dirname(args.results.rstrip("/")), "recipe_table.md")
     with open(path, "w") as f:
@@ -143,6 +180,8 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="rerun rows whose results exist")
     p.add_argument("--list", action="store_true", help="list the rows, then exit")
     p.add_argument("--render", action="store_true", help="only render the table from the results")
+    p.add_argument("--final", action="store_true",
+                   help="evaluate trained rows on the TEST splits (once, for rows chosen on validation)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE overrides for every row")
     args = p.parse_args(argv)
     os.chdir(REPO)
