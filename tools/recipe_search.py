@@ -168,6 +168,41 @@ def render(args):
     return table
 
 
+def refresh_ci(args):
+    """Recompute the AP50 intervals of every stored row from its saved detections
+    (``<out>/<row>_s<seed>[/final]/inference/<dataset>/coco_instances_results.json``) with the current
+    :func:`~defect_det.evaluation.bootstrap_ap50` (e.g. after a change of the interval method)."""
+    import contextlib
+    import io
+
+    from detectron2.data import MetadataCatalog
+
+    import defect_det  # noqa: F401  (registers the datasets)
+    from defect_det.evaluation import bootstrap_ap50
+    from pycocotools.coco import COCO
+
+    for final in (False, True):
+        folder = os.path.join(args.results, "final") if final else args.results
+        for rec in _records(folder):
+            run = os.path.join(args.out, f"{rec['row']}_s{rec['seed']}", "final" if final else "")
+            for ds, res in rec["metrics"].items():
+                dets = os.path.join(run, "inference", ds, "coco_instances_results.json")
+                if not os.path.isfile(dets):
+                    print(f"[recipe_search] {dets} missing: interval of {rec['row']} on {ds} kept")
+                    continue
+                with open(dets) as f, contextlib.redirect_stdout(io.StringIO()):
+                    gt = COCO(MetadataCatalog.get(ds).json_file)
+                    dts = json.load(f)
+                for key, agn in (("AP50", False), ("AP50_agnostic", True)):
+                    _, lo, hi = bootstrap_ap50(gt, dts, class_agnostic=agn)
+                    res["bbox"][f"{key}_ci_low"], res["bbox"][f"{key}_ci_high"] = lo, hi
+            path = os.path.join(folder, f"{rec['row']}_s{rec['seed']}.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(rec, f, indent=1)
+            os.replace(path + ".tmp", path)
+            print(f"[recipe_search] intervals refreshed: {path}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", default=None, help="row keys, started in this order (default: all)")
@@ -180,6 +215,8 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="rerun rows whose results exist")
     p.add_argument("--list", action="store_true", help="list the rows, then exit")
     p.add_argument("--render", action="store_true", help="only render the table from the results")
+    p.add_argument("--refresh-ci", action="store_true",
+                   help="recompute every stored row's AP50 intervals from its saved detections, then render")
     p.add_argument("--final", action="store_true",
                    help="evaluate trained rows on the TEST splits (once, for rows chosen on validation)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE overrides for every row")
@@ -189,7 +226,9 @@ def main(argv=None):
         for key, (label, cfg, opts) in ROWS.items():
             print(f"{key:22s} {cfg:58s} {' '.join(opts)}  # {label}")
         return
-    if args.render:
+    if args.refresh_ci:
+        refresh_ci(args)
+    if args.render or args.refresh_ci:
         render(args)
         return
     keys = list(ROWS) if args.rows is None else args.rows
