@@ -229,8 +229,7 @@ def main(argv=None):
     if args.refresh_ci:
         refresh_ci(args)
     if args.render or args.refresh_ci:
-        render(args)
-        return
+        return render(args)
     keys = list(ROWS) if args.rows is None else args.rows
     unknown = [k for k in keys if k not in ROWS]
     if unknown:
