@@ -5,27 +5,40 @@
 - :func:`check_decodes`: the size after decoding every pixel (PIL ``load()``, the decoder Detectron2
   trains with): a truncated or corrupt file raises here, in the converter, not in a data-loader worker;
 - :func:`read_image`: Detectron2's ``detection_utils.read_image`` whose errors name the file
-  (:class:`UnreadableImageError`), used by every defect_det mapper.
+  (:class:`UnreadableImageError`), used by every defect_det mapper;
+- :func:`raise_if_unreadable`: after a mapper failed, name the file if it is the cause (for
+  Detectron2's ``DatasetMapper``, whose reads are not ours: ``DefectDatasetMapper``).
 
 Only PIL is needed for the first two (the converter uses them without torch).
 """
 import os
 
-__all__ = ["UnreadableImageError", "check_decodes", "image_size", "read_image"]
+__all__ = ["UnreadableImageError", "check_decodes", "image_size", "raise_if_unreadable", "read_image"]
 
 _EXIF_ORIENTATION = 274
 
 
 class UnreadableImageError(OSError):
-    """An image (or template) that cannot be read or decoded. ``str(e)`` starts with the file; the
-    attribute ``path`` is the file, ``cause`` the original error."""
+    """
+    An image (or template, or label image) that cannot be read or decoded. ``str(e)`` starts with the
+    file and says what to do; attributes ``path`` (the file) and ``cause`` (the original error).
 
-    def __init__(self, path, cause, what="image"):
+    Built with :meth:`of`. The constructor takes the message alone, as every exception must for
+    PyTorch's DataLoader to re-raise it in the main process with its type.
+    """
+
+    def __init__(self, message, path=None, cause=None):
+        super().__init__(message)
         self.path, self.cause = path, cause
-        super().__init__(
+
+    @classmethod
+    def of(cls, path, cause, what="image"):
+        """The error for ``path`` (a ``what``: "image", "template", ...) that raised ``cause``."""
+        return cls(
             f"{path}: cannot read this {what} ({type(cause).__name__}: {cause}). Replace the file, or "
-            "re-run tools/convert_tianchi.py, which decodes every image and drops (--lenient) or "
-            "reports (--strict) unreadable ones"
+            "re-run tools/convert_tianchi.py, which decodes every image and template and stops at "
+            "(--strict) or drops (--lenient) unreadable ones",
+            path, cause,
         )
 
 
@@ -69,15 +82,39 @@ def check_decodes(path):
 
 
 def read_image(path, format=None, what="image"):
-    """Detectron2's ``detection_utils.read_image``, raising :class:`UnreadableImageError` (naming
-    ``path``) instead of PIL's bare ``OSError: image file is truncated`` and the like."""
+    """
+    Detectron2's ``detection_utils.read_image``, raising :class:`UnreadableImageError` (naming
+    ``path``, a ``what``) instead of PIL's bare ``OSError: image file is truncated`` and the like.
+    """
     from detectron2.data import detection_utils as utils
 
     try:
         return utils.read_image(path, format=format)
-    except UnreadableImageError:
-        raise
     except Exception as e:  # noqa: BLE001  (PIL raises OSError, SyntaxError, ValueError, ...)
-        if isinstance(e, FileNotFoundError) or not os.path.exists(path):
-            e = FileNotFoundError(f"no such file: {path}")
-        raise UnreadableImageError(path, e, what) from e
+        raise _unreadable(path, e, what) from e
+
+
+def _unreadable(path, error, what):
+    if isinstance(error, UnreadableImageError):
+        return error
+    if isinstance(error, FileNotFoundError) or not os.path.exists(path):
+        error = FileNotFoundError(f"no such file: {path}")
+    return UnreadableImageError.of(path, error, what)
+
+
+def raise_if_unreadable(path, error, what="image"):
+    """
+    After ``error`` was raised while a sample was mapped, find out whether ``path`` is the reason:
+    if it does not decode in full, raise :class:`UnreadableImageError` naming it (chained to
+    ``error``); otherwise return, and the caller re-raises ``error``. Decodes only on this error
+    path, so a mapper whose reads are not its own (Detectron2's ``DatasetMapper``) costs nothing
+    extra per sample.
+    """
+    if not path:
+        return
+    if isinstance(error, UnreadableImageError):
+        raise error
+    try:
+        check_decodes(path)
+    except Exception as e:  # noqa: BLE001
+        raise _unreadable(path, e, what) from error

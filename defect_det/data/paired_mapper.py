@@ -17,6 +17,9 @@ Instance masks are handled by ``DatasetMapper``: with ``MODEL.MASK_ON`` the anno
 ``segmentation`` becomes ``instances.gt_masks`` (N masks of the augmented H x W image, in the order
 of ``gt_boxes``), unless ``MODEL.ROI_MASK_HEAD.BOX_SUPERVISED`` (see :func:`mask_loading_args`).
 
+Every read goes through :func:`defect_det.data.image_io.read_image`: a file that does not decode
+raises :class:`~defect_det.data.image_io.UnreadableImageError` naming it.
+
 Reusable from any Detectron2 project: ``PairedDatasetMapper(cfg, is_train)`` or the explicit
 constructor arguments.
 """
@@ -31,6 +34,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .image_io import read_image
 from .template_ops import align_template, sample_misalignment, warp_template
 
 __all__ = ["PairedDatasetMapper", "mask_loading_args", "template_usage"]
@@ -186,8 +190,8 @@ class PairedDatasetMapper(DatasetMapper):
                     "MODEL.TEMPLATE.MODE needs a template for every image (pre / inter)"
                 )
             return None
-        template = utils.read_image(path, format=self.image_format)
-        if template.shape != image.shape:
+        template = read_image(path, format=self.image_format, what=f"template (of {dataset_dict['file_name']})")
+        if template.shape != image.shape:  # checked for the whole dataset at loader construction (build.py)
             raise ValueError(
                 f"template {path} has shape {template.shape} but its image "
                 f"{dataset_dict['file_name']} has {image.shape}: templates must match their image"
@@ -199,7 +203,7 @@ class PairedDatasetMapper(DatasetMapper):
 
     def _read_normal(self):
         path = self.normal_pool[np.random.randint(len(self.normal_pool))]
-        normal = utils.read_image(path, format=self.image_format)
+        normal = read_image(path, format=self.image_format, what="defect-free image (PTG)")
         aug_input = T.AugInput(normal)
         self.augmentations(aug_input)  # its own random draw
         return _to_tensor(aug_input.image)
@@ -214,7 +218,7 @@ class PairedDatasetMapper(DatasetMapper):
             dict: ``DatasetMapper``'s output plus ``template`` / ``normal_image`` (see module doc).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         template = self._read_template(dataset_dict, image)
 

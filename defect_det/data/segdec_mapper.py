@@ -34,9 +34,9 @@ import torch
 from PIL import Image
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 
 from .datasets.surface import rle_decode
+from .image_io import UnreadableImageError, read_image
 
 __all__ = ["SegDecDatasetMapper", "distance_transform_weights", "segdec_targets",
            "select_segmented_files", "load_mask"]
@@ -102,8 +102,11 @@ def load_mask(dataset_dict: Dict) -> Optional[np.ndarray]:
         path = d["sem_seg_file_name"]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{d['file_name']}: label {path} not found")
-        with Image.open(path) as im:
-            mask = np.asarray(im)
+        try:
+            with Image.open(path) as im:
+                mask = np.asarray(im)
+        except Exception as e:  # noqa: BLE001  (PIL raises OSError, SyntaxError, ...)
+            raise UnreadableImageError.of(path, e, f"label image (of {d['file_name']})") from e
         if mask.ndim == 3:
             mask = mask.max(axis=2)
         if mask.shape != (h, w):
@@ -181,7 +184,7 @@ class SegDecDatasetMapper:
         path = d["file_name"]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image {path} not found (image_id {d.get('image_id')})")
-        image = utils.read_image(path, format=self.image_format)
+        image = read_image(path, format=self.image_format)
         if image.shape[:2] != (int(d["height"]), int(d["width"])):
             raise ValueError(f"image {path} is {image.shape[1]}x{image.shape[0]} (WxH) but its dataset "
                              f"dict says {d['width']}x{d['height']}")

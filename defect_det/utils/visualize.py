@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.structures import BoxMode
 
 from ..data import build_defect_mapper
+from ..data.image_io import read_image
 
 __all__ = ["draw_boxes", "render_prediction", "visualize_dataset_predictions"]
 
@@ -59,7 +59,7 @@ def render_prediction(dataset_dict, instances, class_names, score_thresh=0.3):
     labels = [f"{class_names[c]} {s:.2f}" for c, s in zip(inst.pred_classes.tolist(), inst.scores.tolist())]
     panel = draw_boxes(panel, inst.pred_boxes.tensor.numpy(), labels, PRED_COLOR)
     if "template_file_name" in dataset_dict:
-        template = read_image(dataset_dict["template_file_name"], format="BGR")
+        template = read_image(dataset_dict["template_file_name"], format="BGR", what="template")
         if template.shape == image.shape:
             panel = np.concatenate([panel, template], axis=1)
     return panel
