@@ -10,6 +10,8 @@ concept, and each of those owns (adds, documents and defaults) its keys. Call it
     cfg = get_cfg(); add_defect_config(cfg)       # or: cfg = get_defect_cfg()
     cfg.merge_from_file("configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml")
 """
+import logging
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -140,11 +142,13 @@ def add_segdec_config(cfg):
 
 
 def add_solver_config(cfg):
-    """Optimizer keys (``cfg.SOLVER.*``), read by ``DefectTrainer.build_optimizer`` and
-    ``DefectTrainer.build_hooks``."""
+    """Optimizer keys (``cfg.SOLVER.*``), read by :func:`defect_det.solver.build_optimizer` (which
+    ``DefectTrainer.build_optimizer`` calls) and ``DefectTrainer.build_hooks``."""
     # "SGD" (Detectron2's default optimizer, SOLVER.MOMENTUM/NESTEROV) or "AdamW"
     # (SOLVER.BETAS, SOLVER.WEIGHT_DECAY as decoupled decay). AdamW trains from-scratch models
-    # on small data (the CPU synthetic baseline) far more reliably than SGD.
+    # on small data (the CPU synthetic baseline) far more reliably than SGD. Detectron2's own
+    # DefaultTrainer ignores this key (always SGD): a host trainer must return
+    # defect_det.solver.build_optimizer(cfg, model) from its build_optimizer.
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BETAS = (0.9, 0.999)
     # Stochastic weight averaging (defect_det/engine/weight_averaging.py; DefectTrainer adds the
@@ -218,16 +222,47 @@ def add_weak_mask_config(cfg):
 
 
 def add_defect_config(cfg):
-    """Add every defect_det key to ``cfg`` (a Detectron2 CfgNode), in place. Idempotent."""
-    if "EVALUATOR" in cfg.TEST:  # already added
+    """
+    Add every defect_det key to ``cfg`` (a Detectron2 CfgNode), in place, and return it.
+
+    Idempotent through a marker of our own, ``cfg.DEFECT_DET.CONFIG_VERSION``, added with the keys
+    (it survives ``clone()`` and a dump): a second call returns at once and keeps every value set
+    since. Nothing else decides, so a host project's config may hold keys of its own anywhere
+    (``TEST.EVALUATOR`` included). A key of the host that we also define gets our default: a warning
+    names every such key whose value changed.
+    """
+    if "DEFECT_DET" in cfg:  # already added
         return cfg
+    before = _flat(cfg)
     add_evaluation_config(cfg)
     add_solver_config(cfg)
     add_sinkhorn_nms_config(cfg)
     add_rddn_config(cfg)
     add_segdec_config(cfg)
     add_weak_mask_config(cfg)
+    # the marker: version of defect_det's key set (no meaning beyond "add_defect_config ran")
+    cfg.DEFECT_DET = CN()
+    cfg.DEFECT_DET.CONFIG_VERSION = 1
+    after = _flat(cfg)
+    replaced = [k for k, v in before.items() if k not in after or after[k] != v]
+    if replaced:
+        logging.getLogger(__name__).warning(
+            "add_defect_config: the config already had these keys, which defect_det also defines; their "
+            "values are now defect_det's defaults (set them after add_defect_config to keep yours): "
+            + ", ".join(replaced)
+        )
     return cfg
+
+
+def _flat(node, prefix=""):
+    """{"A.B.C": value} of every leaf of a CfgNode."""
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, CN):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def get_defect_cfg():

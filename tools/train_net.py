@@ -13,6 +13,7 @@ Trailing ``KEY VALUE`` pairs override the config. ``TEST.AUG.ENABLED True`` (Seg
 evaluates with test-time augmentation, reported as ``<dataset>_TTA``. ``--vis`` writes prediction panels for a few
 images of every test dataset to OUTPUT_DIR/vis/<dataset>/.
 """
+import gc
 import json
 import logging
 import os
@@ -27,10 +28,12 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     import defect_det  # noqa: F401
 
 import detectron2.utils.comm as comm
+import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 from defect_det.config import load_defect_cfg
+from defect_det.data import check_datasets
 from defect_det.engine import DefectTrainer
 from defect_det.evaluation import format_summary_table, normalize_test_results
 from defect_det.utils.visualize import visualize_dataset_predictions
@@ -51,6 +54,32 @@ def check_tta(cfg):
     if cfg.MODEL.SEGDEC.TEST_AUG_REDUCE not in ("logit", "prob"):
         raise ValueError(f"MODEL.SEGDEC.TEST_AUG_REDUCE must be 'logit' or 'prob', "
                          f"got {cfg.MODEL.SEGDEC.TEST_AUG_REDUCE!r}")
+
+
+def check_data(cfg, eval_only=False):
+    """Before the first iteration: every DATASETS.TRAIN (when training) and DATASETS.TEST name is
+    registered, loads, and names only files that exist (errors name the dataset, the count and the
+    first missing file). A bad test set found after training would lose the run's evaluation."""
+    keys = (("DATASETS.TEST", cfg.DATASETS.TEST),) if eval_only else \
+        (("DATASETS.TRAIN", cfg.DATASETS.TRAIN), ("DATASETS.TEST", cfg.DATASETS.TEST))
+    for key, names in keys:
+        checked = check_datasets(names, key)
+        if checked:
+            logger.info(f"{key}: " + ", ".join(f"{n} ({k} files present)" for n, k in checked.items()))
+
+
+def shutdown_distributed():
+    """
+    End a multi-process run cleanly: wait for every process, then destroy the process groups.
+    Detectron2's ``launch`` leaves this to the caller; without it the gloo groups (and their
+    connections to processes that have already exited) are torn down during interpreter exit,
+    which can abort a process (``terminate called without an active exception``, SIGABRT) after
+    all work is done.
+    """
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()  # the DDP model and data-loader workers of the finished trainer go first
+        comm.synchronize()
+        dist.destroy_process_group()  # the default group and the local one created by launch
 
 
 def setup(args):
@@ -103,18 +132,26 @@ def with_tta(cfg, model, results):
 
 def main(args):
     cfg = setup(args)
-    if args.eval_only:
-        model = DefectTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        results = DefectTrainer.test(cfg, model)
-        results = with_tta(cfg, model, results)
-        report(cfg, results, args.save_results)
-        if args.vis:
-            visualize(cfg, model)
-        return results
+    check_data(cfg, eval_only=args.eval_only)
+    results = evaluate_only(cfg, args) if args.eval_only else train(cfg, args)
+    shutdown_distributed()
+    return results
 
+
+def evaluate_only(cfg, args):
+    model = DefectTrainer.build_model(cfg)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        cfg.MODEL.WEIGHTS, resume=args.resume
+    )
+    results = DefectTrainer.test(cfg, model)
+    results = with_tta(cfg, model, results)
+    report(cfg, results, args.save_results)
+    if args.vis:
+        visualize(cfg, model)
+    return results
+
+
+def train(cfg, args):
     trainer = DefectTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()

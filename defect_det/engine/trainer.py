@@ -15,17 +15,16 @@
 import contextlib
 import os
 
-import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import hooks as d2_hooks
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data import build_defect_mapper
 from ..data.samplers import FrequencyOfUseSampler
 from ..evaluation import build_defect_evaluator, normalize_test_results
+from ..solver import build_optimizer
 from .weight_averaging import WeightAveragingHook
 
 __all__ = ["DefectTrainer", "cpu_friendly_ddp"]
@@ -76,25 +75,9 @@ class DefectTrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """Detectron2's SGD, or AdamW with the same per-parameter groups (norm/bias decay and lr
-        factors) and the same optional gradient clipping (``SOLVER.CLIP_GRADIENTS``)."""
-        kind = cfg.SOLVER.get("OPTIMIZER", "SGD")
-        if kind == "SGD":
-            return super().build_optimizer(cfg, model)
-        if kind != "AdamW":
-            raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {kind!r}")
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
-        optimizer = torch.optim.AdamW(
-            params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        )
-        return maybe_add_gradient_clipping(cfg, optimizer)
+        """``SOLVER.OPTIMIZER``: :func:`defect_det.solver.build_optimizer` (Detectron2's SGD, or AdamW
+        with the same parameter groups and gradient clipping)."""
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
