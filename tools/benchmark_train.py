@@ -11,11 +11,11 @@ several variants side by side in ONE run (issue 11, item 1).
 Variants (``--variants``; each = a config file + overrides + intra-op threads):
 
 - ``before``: the demo model as it trained before issue 11 (``configs/synthetic/faster_rcnn_R18_FPN_
-  cpu.yaml`` with the settings it had then restored by overrides: 2 DataLoader workers, 2 intra-op
-  threads on a 2-core machine);
-- ``after``: the same config as committed now (no workers: decoding and augmenting ~256 px images
-  takes ~30 ms of a ~1 s step in the main process, while two worker processes competing with the
-  two compute threads made a step several times slower);
+  cpu.yaml`` with the settings it had then restored by overrides: 2 DataLoader workers, 128 sampled
+  ROIs per image, 2x2 ROIAlign samples per bin; 2 intra-op threads);
+- ``no_workers``, ``one_worker``, ``roi64``: one change at a time (no DataLoader workers; one worker;
+  64 ROIs per image with 2x2 samples, no workers);
+- ``after``: the config as committed now (no workers, 64 ROIs per image, one ROIAlign sample per bin);
 - ``pre``, ``inter``, ``ptg``: TemplateRCNN's template modes on the committed RDDN synthetic configs
   (``configs/RDDN/synthetic/faster_rcnn_R18_FPN_{pre_align,inter,ptg}.yaml``).
 
@@ -37,13 +37,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 CPU_CFG = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
 RDDN = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_{}.yaml"
 
-# name -> (config file, overrides, threads). ``before`` restores what the demo config used before issue 11.
+# the CPU config's settings before issue 11, restored by overrides
+SLOW_ROI = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "128", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"]
+# name -> (config file, overrides, threads)
 VARIANTS = {
-    "before": (CPU_CFG, ["DATALOADER.NUM_WORKERS", "2"], 2),
+    "before": (CPU_CFG, ["DATALOADER.NUM_WORKERS", "2"] + SLOW_ROI, 2),
+    "no_workers": (CPU_CFG, SLOW_ROI, 2),
+    "one_worker": (CPU_CFG, ["DATALOADER.NUM_WORKERS", "1"] + SLOW_ROI, 2),
+    "roi64": (CPU_CFG, ["MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"], 2),
     "after": (CPU_CFG, [], 2),
-    "workers1": (CPU_CFG, ["DATALOADER.NUM_WORKERS", "1"], 2),
-    "roi64": (CPU_CFG, ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64"], 2),
-    "roi64_s1": (CPU_CFG, ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "1"], 2),
     "pre": (RDDN.format("pre_align"), [], 2),
     "inter": (RDDN.format("inter"), [], 2),
     "ptg": (RDDN.format("ptg"), [], 2),
