@@ -36,7 +36,7 @@ from defect_det.utils.tables import schedule_opts  # noqa: E402
 
 CPU = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
 PRE = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml"
-BASE = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_baseline.yaml"
+PRE_PT = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align_pt.yaml"
 # the ROI settings of the CPU config before issue 11 (128 sampled ROIs per image, 2x2 ROIAlign samples per bin)
 # and after (64, 1): committed since the `pre` / `pre_fast` rows measured the same validation AP50
 SLOW = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "128", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"]
@@ -48,10 +48,10 @@ ROWS = {
     "base": ("no template, ROI batch 128, sampling 2 (the CPU config before issue 11)", CPU, SLOW),
     "pre": ("TR-Pre + alignment, ROI batch 128, sampling 2 (before issue 11)", PRE, SLOW),
     "pre_fast": ("TR-Pre + align, ROI batch 64/img, ROIAlign sampling 1 (now the default)", PRE, FAST),
-    "pre_fast_pt": ("TR-Pre + align, fast ROI, backbone pre-trained on difference images (PRETRAIN.md)", PRE,
-                    FAST + ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_difference.pth"]),
-    "pre_pt": ("TR-Pre + align, backbone pre-trained on difference images (PRETRAIN.md)", PRE,
-               ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_difference.pth"]),
+    "pre_fast_pt": ("TR-Pre + align, fast ROI, backbone pre-trained on difference images (PRETRAIN.md)",
+                    PRE_PT, []),
+    "pre_fast_600": ("as pre_fast, 600 iterations (the demo's schedule)", PRE, schedule_opts(600)),
+    "pre_fast_pt_600": ("as pre_fast_pt, 600 iterations (the demo's schedule)", PRE_PT, schedule_opts(600)),
     "pre_lr2": ("TR-Pre + align, AdamW lr 2e-3", PRE, ["SOLVER.BASE_LR", "0.002"]),
     "pre_rpn03": ("TR-Pre + align, RPN IoU 0.3/0.7 (Detectron2 default)", PRE, RPN03),
     "pre_fast_lr2_rpn03": ("TR-Pre + align, fast ROI + lr 2e-3 + RPN 0.3/0.7", PRE,
@@ -59,6 +59,12 @@ ROWS = {
 }
 VAL = "synthetic_fabric_val"
 TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
+
+
+def _iters(args, opts):
+    """Training iterations of a row: ``--iters`` unless the row's overrides set SOLVER.MAX_ITER."""
+    opts = list(opts)
+    return int(opts[opts.index("SOLVER.MAX_ITER") + 1]) if "SOLVER.MAX_ITER" in opts else args.iters
 
 
 def result_path(args, key, seed):
@@ -110,7 +116,7 @@ def finish_row(args, key, seed, proc, out, cmd, t0):
     label, cfg, opts = ROWS[key]
     record = {
         "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
-        "iters": args.iters, "threads": args.threads, "jobs": args.jobs, "commit": _commit(),
+        "iters": _iters(args, opts), "threads": args.threads, "jobs": args.jobs, "commit": _commit(),
         "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
