@@ -10,7 +10,7 @@ CFG      ?= configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align_pt.yaml
 DEMO_OUT ?= output/demo
 DEMO_ITERS ?= 600
 DEMO_THREADS ?= 2
-DEMO_COMPARE ?= base pre_fast pre_fast_pt_600
+DEMO_COMPARE ?= base pre_fast pre_fast_pt
 PYTEST_ARGS ?=
 
 .PHONY: install data demo test clean-data help

@@ -15,7 +15,7 @@ import os
 import sys
 
 DATASETS = (("synthetic_fabric_test", "seen textures (test)"), ("synthetic_fabric_unseen", "unseen textures"))
-FINAL = os.path.join("projects", "Benchmark", "results", "final")
+FINAL = os.path.join("projects", "Benchmark", "results", "recipe", "final")
 
 
 def _ap(m, key):
