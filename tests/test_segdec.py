@@ -359,6 +359,7 @@ def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
     assert os.path.isfile(os.path.join(str(tmp_path), "inference", "tiny_sdagm_test", "pr_curve.png"))
 
 
+@pytest.mark.slow
 def test_segdec_table_script_runs_rows_in_parallel(tmp_path):
     """tools/segdec_table.py end to end on a tiny set: two rows at once, table rows and values; the
     row 'nall' is the same training as 'full' and reuses its results."""

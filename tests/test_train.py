@@ -82,6 +82,7 @@ def _run_train_net(args, env):
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_net_two_process_cpu_then_eval_only(tiny_fabric, tmp_path):
     """2 gloo processes through Detectron2's launch, then --eval-only on the result."""
     env = dict(os.environ, DETECTRON2_DATASETS=tiny_fabric["datasets_root"], OMP_NUM_THREADS="1")
