@@ -56,6 +56,8 @@ ROWS = {
                     PRE_PT, []),
     "pre_pt_fg": ("as pre_fast_pt, fewer background samples: ROI batch 32/img at 50% positives, RPN batch 64/img",
                   PRE_PT, FG),
+    "base_pt": ("no template, backbone pre-trained on images (PRETRAIN.md, --input image)", CPU,
+                ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image.pth"]),
     "pre_fast_600": ("as pre_fast, 600 iterations (the demo's schedule)", PRE, schedule_opts(600)),
     "pre_fast_pt_600": ("as pre_fast_pt, 600 iterations (the demo's schedule)", PRE_PT, schedule_opts(600)),
     "pre_lr2": ("TR-Pre + align, AdamW lr 2e-3", PRE, ["SOLVER.BASE_LR", "0.002"]),
