@@ -1,19 +1,13 @@
 """tools/recipe_search.py and tools/demo_report.py: tables from stored JSON results, clear errors
 (no training here)."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-from conftest import REPO
+from conftest import load_tool
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _bbox(ap, lo, hi):
@@ -27,7 +21,7 @@ def _record(tool, row, metrics):
 
 
 def test_recipe_table_validation_and_final_rows(tmp_path):
-    tool = _load("recipe_search")
+    tool = load_tool("recipe_search")
     results = tmp_path / "results" / "recipe"
     (results / "final").mkdir(parents=True)
     (results / "pre_s0.json").write_text(json.dumps(_record(tool, "pre", {tool.VAL: _bbox(20.9, 16.5, 22.3)})))
@@ -45,7 +39,7 @@ def test_recipe_table_validation_and_final_rows(tmp_path):
 
 
 def test_recipe_search_errors(tmp_path):
-    tool = _load("recipe_search")
+    tool = load_tool("recipe_search")
     with pytest.raises(SystemExit, match="unknown rows"):
         tool.main(["--rows", "no_such_row", "--results", str(tmp_path)])
     with pytest.raises(SystemExit, match="model_final.pth missing"):
@@ -53,7 +47,7 @@ def test_recipe_search_errors(tmp_path):
 
 
 def test_demo_report_compares_with_benchmark_rows(tmp_path):
-    tool = _load("demo_report")
+    tool = load_tool("demo_report")
     res = tmp_path / "results.json"
     res.write_text(json.dumps({"synthetic_fabric_test": _bbox(51.2, 47.0, 55.0),
                                "synthetic_fabric_unseen": _bbox(36.0, 31.0, 40.0)}))

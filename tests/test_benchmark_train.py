@@ -1,19 +1,13 @@
 """tools/benchmark_train.py and defect_det.utils.train_benchmark: structure, ratios, JSON (never timings)."""
-import importlib.util
 import json
 import math
 import os
 
 import pytest
 
-from conftest import REPO, TINY_OPTS
+from conftest import REPO, load_tool, TINY_OPTS
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("benchmark_train", os.path.join(REPO, "tools", "benchmark_train.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_format_train_table_ratio_to_reference():
@@ -28,7 +22,7 @@ def test_format_train_table_ratio_to_reference():
 
 
 def test_benchmark_train_two_variants_interleaved_and_json(tiny_fabric, tmp_path):
-    tool = _tool()
+    tool = load_tool("benchmark_train")
     out = tmp_path / "tp.json"
     cfg_file = os.path.join(REPO, "configs", "synthetic", "faster_rcnn_R18_FPN_cpu.yaml")
     opts = list(TINY_OPTS) + ["DATASETS.TRAIN", f"('{tiny_fabric['names']['train']}',)", "DATASETS.TEST", "()"]
@@ -55,4 +49,4 @@ def test_benchmark_train_two_variants_interleaved_and_json(tiny_fabric, tmp_path
 
 def test_benchmark_train_rejects_missing_config(tmp_path):
     with pytest.raises(SystemExit, match="config file not found"):
-        _tool().main(["--config-file", str(tmp_path / "nope.yaml"), "--json", ""])
+        load_tool("benchmark_train").main(["--config-file", str(tmp_path / "nope.yaml"), "--json", ""])
