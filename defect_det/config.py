@@ -19,6 +19,7 @@ __all__ = [
     "add_defect_config",
     "add_evaluation_config",
     "add_rddn_config",
+    "add_roi_sampling_config",
     "add_segdec_config",
     "add_sinkhorn_nms_config",
     "add_solver_config",
@@ -50,6 +51,18 @@ def add_sinkhorn_nms_config(cfg):
     # of the regions to the ground truth, defect_det/modeling/roi_heads/sinkhorn_loss.py); 0 = off.
     _c.E2E_LOSS_WEIGHT = 0.0
     _c.E2E_TOPK = 300       # candidates per image entering that loss
+
+
+def add_roi_sampling_config(cfg):
+    """Training-time proposal keys of ``DefectStandardROIHeads`` / ``DefectCascadeROIHeads`` (and the
+    RDDN heads built on them); defect_det/modeling/roi_heads/proposal_jitter.py."""
+    cfg.MODEL.ROI_HEADS.GT_JITTER = CN()
+    # Copies of each ground-truth box, jittered, added to the proposals before sampling (0 = off):
+    # extra positives at varied IoU and near-miss negatives for the box head.
+    cfg.MODEL.ROI_HEADS.GT_JITTER.NUM_PER_GT = 0
+    # Std of the centre shift (in box widths/heights) and of the log-size change; 0.2: ~57% of the
+    # copies at IoU >= 0.5 with their box, the rest in (0.1, 0.5).
+    cfg.MODEL.ROI_HEADS.GT_JITTER.SIGMA = 0.2
 
 
 def add_rddn_config(cfg):
@@ -237,6 +250,7 @@ def add_defect_config(cfg):
     add_evaluation_config(cfg)
     add_solver_config(cfg)
     add_sinkhorn_nms_config(cfg)
+    add_roi_sampling_config(cfg)
     add_rddn_config(cfg)
     add_segdec_config(cfg)
     add_weak_mask_config(cfg)

@@ -46,6 +46,16 @@ FAST = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_BOX_HEAD.POOLER
 FG = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.POSITIVE_FRACTION", "0.5",
       "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64"]
 RPN03 = ["MODEL.RPN.IOU_THRESHOLDS", "[0.3,0.7]"]
+# RPN positives from IoU 0.5 instead of 0.7: with the CPU anchors a training box has on average 0.2 anchors
+# above IoU 0.7 (best-anchor mean IoU 0.46; tools/anchor_stats.py), so nearly every RPN positive is a
+# low-quality match
+RPN05 = ["MODEL.RPN.IOU_THRESHOLDS", "[0.1,0.5]"]
+# anchors fitted to the box statistics (tools/anchor_stats.py): 3 sizes per level from 8 px, ratios 1:16..16:1
+# (seams and stencil marks are up to 25:1, insects 4 px): best-anchor mean IoU 0.62, 8 anchors per box > 0.5
+ANCH = ["MODEL.ANCHOR_GENERATOR.SIZES", "[[8,11,16],[22,32,45],[64,90,128],[181,256,362]]",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.0625,0.25,1.0,4.0,16.0]]"]
+# training proposals: 8 jittered copies of each ground-truth box (defect_det/modeling/roi_heads/proposal_jitter.py)
+JIT = ["MODEL.ROI_HEADS.GT_JITTER.NUM_PER_GT", "8"]
 
 # key -> (label: what differs from the config file, config, overrides). Order = table order.
 ROWS = {
@@ -60,6 +70,11 @@ ROWS = {
                 ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image.pth"]),
     "pre_fast_600": ("as pre_fast, 600 iterations (the demo's schedule)", PRE, schedule_opts(600)),
     "pre_fast_pt_600": ("as pre_fast_pt, 600 iterations (the demo's schedule)", PRE_PT, schedule_opts(600)),
+    "pre_pt_rpn05": ("as pre_fast_pt, RPN positives from IoU 0.5 (was 0.7)", PRE_PT, RPN05),
+    "pre_pt_rpn05_anch": ("as pre_pt_rpn05, anchors fitted to the boxes (3 sizes/level from 8 px, ratios 1:16..16:1)",
+                          PRE_PT, RPN05 + ANCH),
+    "pre_pt_jit": ("as pre_fast_pt, 8 jittered copies of each ground-truth box among the proposals (sigma 0.2)",
+                   PRE_PT, JIT),
     "pre_lr2": ("TR-Pre + align, AdamW lr 2e-3", PRE, ["SOLVER.BASE_LR", "0.002"]),
     "pre_rpn03": ("TR-Pre + align, RPN IoU 0.3/0.7 (Detectron2 default)", PRE, RPN03),
     "pre_fast_lr2_rpn03": ("TR-Pre + align, fast ROI + lr 2e-3 + RPN 0.3/0.7", PRE,

@@ -8,6 +8,7 @@ from .sinkhorn_heads import (
     sinkhorn_nms_params_from_cfg,
 )
 from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
+from .proposal_jitter import GTJitterMixin, add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
 from .reference_heads import (
     ContextROIPooler,
     RDDNCascadeROIHeads,
@@ -23,6 +24,10 @@ __all__ = [
     "BoxSupervisedMaskHead",
     "EntropyConstrainedRefiner",
     "FilledBoxMaskHead",
+    "GTJitterMixin",
+    "add_jittered_gt_proposals",
+    "gt_jitter_from_cfg",
+    "jitter_boxes",
     "ContextROIPooler",
     "RDDNCascadeROIHeads",
     "RDDNStandardROIHeads",

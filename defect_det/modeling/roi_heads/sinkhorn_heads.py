@@ -26,6 +26,7 @@ from detectron2.modeling.roi_heads import (
 from detectron2.modeling.roi_heads import cascade_rcnn as d2_cascade
 
 from ...layers.sinkhorn_nms import SinkhornNMSParams
+from .proposal_jitter import GTJitterMixin
 from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
 from .sinkhorn_loss import sinkhorn_nms_matching_loss
 
@@ -152,8 +153,13 @@ class DefectFastRCNNOutputLayers(FastRCNNOutputLayers):
 
 
 @ROI_HEADS_REGISTRY.register()
-class DefectStandardROIHeads(StandardROIHeads):
-    """``StandardROIHeads`` with :class:`DefectFastRCNNOutputLayers` (NMS by ``NMS_TYPE``)."""
+class DefectStandardROIHeads(GTJitterMixin, StandardROIHeads):
+    """``StandardROIHeads`` with :class:`DefectFastRCNNOutputLayers` (NMS by ``NMS_TYPE``) and, in
+    training, jittered ground-truth proposals (``MODEL.ROI_HEADS.GT_JITTER``, off by default)."""
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -173,8 +179,9 @@ def _cascade_inference_fn(fn):
 
 
 @ROI_HEADS_REGISTRY.register()
-class DefectCascadeROIHeads(CascadeROIHeads):
-    """``CascadeROIHeads`` whose final post-processing follows ``NMS_TYPE``."""
+class DefectCascadeROIHeads(GTJitterMixin, CascadeROIHeads):
+    """``CascadeROIHeads`` whose final post-processing follows ``NMS_TYPE``; jittered ground-truth
+    proposals for the first stage in training (``MODEL.ROI_HEADS.GT_JITTER``, off by default)."""
 
     @configurable
     def __init__(self, *, nms_type: str = "hard", sinkhorn_params: SinkhornNMSParams = None, **kwargs):

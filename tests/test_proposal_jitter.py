@@ -1,0 +1,94 @@
+"""Jittered ground-truth proposals (defect_det/modeling/roi_heads/proposal_jitter.py)."""
+import os
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import EventStorage
+
+from defect_det.config import get_defect_cfg
+from defect_det.modeling.roi_heads import add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_jitter_boxes_iou_spread_matches_sigma():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.tensor([[10.0, 20.0, 110.0, 40.0]])  # a 100 x 20 box (shape does not matter: jitter is relative)
+    boxes = jitter_boxes(gt, 4000, 0.2, generator=g)
+    assert boxes.shape == (4000, 4)
+    iou = pairwise_iou(Boxes(gt), Boxes(boxes))[0]
+    pos = (iou >= 0.5).float().mean().item()
+    near = ((iou > 0.1) & (iou < 0.5)).float().mean().item()
+    # the module documents ~57% / ~43% for sigma 0.2 (4000 draws: +-2.5% is > 3 standard errors)
+    assert 0.52 < pos < 0.62 and 0.38 < near < 0.48
+    small = pairwise_iou(Boxes(gt), Boxes(jitter_boxes(gt, 4000, 0.05, generator=g)))[0]
+    assert (small >= 0.5).all()
+
+
+def test_jitter_boxes_empty_and_zero():
+    assert jitter_boxes(torch.zeros((0, 4)), 8, 0.2).shape == (0, 4)
+    assert jitter_boxes(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), 0, 0.2).shape == (0, 4)
+
+
+def _inputs(image_size=(64, 80)):
+    props = Instances(image_size)
+    props.proposal_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [40.0, 30.0, 60.0, 50.0]]))
+    props.objectness_logits = torch.tensor([0.5, -1.0])
+    tgt = Instances(image_size)
+    tgt.gt_boxes = Boxes(torch.tensor([[50.0, 5.0, 79.0, 20.0], [2.0, 40.0, 8.0, 46.0]]))
+    tgt.gt_classes = torch.tensor([3, 7])
+    return props, tgt
+
+
+def test_add_jittered_gt_proposals_appends_clipped_copies():
+    torch.manual_seed(0)
+    props, tgt = _inputs()
+    (out,) = add_jittered_gt_proposals([props], [tgt], num_per_gt=6, sigma=0.3)
+    assert 2 < len(out) <= 2 + 12
+    assert torch.equal(out.proposal_boxes.tensor[:2], props.proposal_boxes.tensor)
+    new = out.proposal_boxes.tensor[2:]
+    h, w = props.image_size
+    assert (new[:, 0] >= 0).all() and (new[:, 2] <= w).all() and (new[:, 1] >= 0).all() and (new[:, 3] <= h).all()
+    assert out.proposal_boxes[2:].nonempty().all()
+    assert (out.objectness_logits[2:] > 20).all()  # the ground-truth logit, as Detectron2 gives appended GT
+    # every copy overlaps the box it came from
+    assert (pairwise_iou(tgt.gt_boxes, out.proposal_boxes[2:]).max(0).values > 0).all()
+    assert add_jittered_gt_proposals([props], [tgt], 0, 0.2)[0] is props
+
+
+def _cfg(config, num):
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(os.path.join(REPO, config))
+    cfg.MODEL.ROI_HEADS.GT_JITTER.NUM_PER_GT = num
+    return cfg
+
+
+@pytest.mark.parametrize("config", ["configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml",
+                                    "configs/RDDN/synthetic/cascade_rcnn_R18_FPN.yaml",
+                                    "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"])
+def test_heads_sample_more_foreground_with_jitter(config):
+    """The registered heads read the key and their sampled ROIs hold more foreground with it."""
+    fg = {}
+    for num in (0, 16):
+        torch.manual_seed(0)
+        heads = build_model(_cfg(config, num)).roi_heads
+        assert heads.gt_jitter_num == num
+        heads.train()
+        props, tgt = _inputs()
+        with EventStorage():
+            (sampled,) = heads.label_and_sample_proposals([props], [tgt])
+        fg[num] = int((sampled.gt_classes < heads.num_classes).sum())
+    assert fg[0] == 2  # only the appended ground truth: the two proposals miss both boxes
+    assert fg[16] > 2
+
+
+def test_bad_jitter_config_names_the_key():
+    cfg = _cfg("configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml", -1)
+    with pytest.raises(ValueError, match="GT_JITTER.NUM_PER_GT"):
+        gt_jitter_from_cfg(cfg)
+    cfg.MODEL.ROI_HEADS.GT_JITTER.NUM_PER_GT = 4
+    cfg.MODEL.ROI_HEADS.GT_JITTER.SIGMA = 0.0
+    with pytest.raises(ValueError, match="GT_JITTER.SIGMA"):
+        gt_jitter_from_cfg(cfg)
