@@ -92,3 +92,27 @@ def test_bad_jitter_config_names_the_key():
     cfg.MODEL.ROI_HEADS.GT_JITTER.SIGMA = 0.0
     with pytest.raises(ValueError, match="GT_JITTER.SIGMA"):
         gt_jitter_from_cfg(cfg)
+
+
+def test_anchor_stats_tool_counts_matches(tiny_fabric):
+    """tools/anchor_stats.py: a box equal to an anchor has best IoU 1; larger anchor sets fit better."""
+    from conftest import load_tool
+
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import BoxMode
+
+    tool = load_tool("anchor_stats")
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"))
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 1000
+    # one 160 x 128 image whose box is exactly the 32 x 32 anchor centred at (64, 64) on p3 (stride 8)
+    d = {"height": 128, "width": 160, "annotations": [{"bbox": [48, 48, 80, 80], "bbox_mode": BoxMode.XYXY_ABS,
+                                                        "category_id": 0}]}
+    s = tool.anchor_stats(cfg, [d], (0.5, 0.99))
+    assert s["all"]["best_iou_mean"] == pytest.approx(1.0) and s["all"]["above_0.99_per_box"] >= 1
+    data = DatasetCatalog.get(tiny_fabric["names"]["train"])
+    base = tool.anchor_stats(cfg, data)["all"]
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8, 11, 16], [22, 32, 45], [64, 90, 128], [181, 256, 362]]
+    more = tool.anchor_stats(cfg, data)["all"]
+    assert more["boxes"] == base["boxes"] > 0
+    assert more["best_iou_mean"] >= base["best_iou_mean"] and more["above_0.5_per_box"] > base["above_0.5_per_box"]
