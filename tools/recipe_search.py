@@ -75,6 +75,8 @@ ROWS = {
                           PRE_PT, RPN05 + ANCH),
     "pre_pt_jit": ("as pre_fast_pt, 8 jittered copies of each ground-truth box among the proposals (sigma 0.2)",
                    PRE_PT, JIT),
+    "pre_pt_rpn05_jit": ("as pre_pt_rpn05, 8 jittered copies of each ground-truth box among the proposals",
+                         PRE_PT, RPN05 + JIT),
     "pre_lr2": ("TR-Pre + align, AdamW lr 2e-3", PRE, ["SOLVER.BASE_LR", "0.002"]),
     "pre_rpn03": ("TR-Pre + align, RPN IoU 0.3/0.7 (Detectron2 default)", PRE, RPN03),
     "pre_fast_lr2_rpn03": ("TR-Pre + align, fast ROI + lr 2e-3 + RPN 0.3/0.7", PRE,
