@@ -54,8 +54,9 @@ def add_sinkhorn_nms_config(cfg):
 
 
 def add_roi_sampling_config(cfg):
-    """Training-time proposal keys of ``DefectStandardROIHeads`` / ``DefectCascadeROIHeads`` (and the
-    RDDN heads built on them); defect_det/modeling/roi_heads/proposal_jitter.py."""
+    """Proposal (training) and final-detection (inference) keys of ``DefectStandardROIHeads`` /
+    ``DefectCascadeROIHeads`` and the RDDN heads built on them (defect_det/modeling/roi_heads/
+    proposal_jitter.py, containment.py)."""
     cfg.MODEL.ROI_HEADS.GT_JITTER = CN()
     # Copies of each ground-truth box, jittered, added to the proposals before sampling (0 = off):
     # extra positives at varied IoU and near-miss negatives for the box head.
@@ -63,6 +64,9 @@ def add_roi_sampling_config(cfg):
     # Std of the centre shift (in box widths/heights) and of the log-size change; 0.2: ~57% of the
     # copies at IoU >= 0.5 with their box, the rest in (0.1, 0.5).
     cfg.MODEL.ROI_HEADS.GT_JITTER.SIGMA = 0.2
+    # Inference: drop a detection when a better-scored one of its class covers at least this share of
+    # its area (fragments of a long defect that NMS keeps; roi_heads/containment.py). 0 = off.
+    cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 0.0
 
 
 def add_rddn_config(cfg):

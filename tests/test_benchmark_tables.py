@@ -46,6 +46,29 @@ def test_recipe_search_errors(tmp_path):
         tool.main(["--final", "--rows", "pre", "--out", str(tmp_path / "out"), "--results", str(tmp_path / "r")])
 
 
+def test_evaluation_only_rows_read_their_base_rows_weights(tmp_path, monkeypatch):
+    """An EVAL_ONLY row trains nothing: --eval-only on the validation split with the base row's
+    model_final.pth and its own test-time overrides; a missing base row is named."""
+    tool = load_tool("recipe_search")
+    key = next(iter(tool.EVAL_ONLY))
+    base = tool.EVAL_ONLY[key]
+    args = tool.argparse.Namespace(
+        out=str(tmp_path / "out"), results=str(tmp_path / "r"), final=False, iters=7, opts=[], threads=1)
+    with pytest.raises(SystemExit, match=f"train row '{base}'"):
+        tool.start_row(args, key, 0)
+    (tmp_path / "out" / f"{base}_s0").mkdir(parents=True)
+    (tmp_path / "out" / f"{base}_s0" / "model_final.pth").write_bytes(b"")
+    started = {}
+    monkeypatch.setattr(tool.subprocess, "Popen", lambda cmd, **kw: started.setdefault("cmd", cmd))
+    tool.start_row(args, key, 0)
+    cmd = started["cmd"]
+    assert "--eval-only" in cmd and "--resume" not in cmd
+    assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(tmp_path / "out" / f"{base}_s0" / "model_final.pth")
+    assert cmd[cmd.index("DATASETS.TEST") + 1] == f"('{tool.VAL}',)"
+    assert cmd[cmd.index("OUTPUT_DIR") + 1] == str(tmp_path / "out" / f"{key}_s0")
+    assert "MODEL.ROI_HEADS.CONTAIN_THRESH_TEST" in cmd
+
+
 def test_demo_report_compares_with_benchmark_rows(tmp_path):
     tool = load_tool("demo_report")
     res = tmp_path / "results.json"

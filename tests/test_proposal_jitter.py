@@ -116,3 +116,42 @@ def test_anchor_stats_tool_counts_matches(tiny_fabric):
     more = tool.anchor_stats(cfg, data)["all"]
     assert more["boxes"] == base["boxes"] > 0
     assert more["best_iou_mean"] >= base["best_iou_mean"] and more["above_0.5_per_box"] > base["above_0.5_per_box"]
+
+
+def _dets(boxes, scores, classes, size=(100, 200)):
+    inst = Instances(size)
+    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    inst.scores = torch.tensor(scores)
+    inst.pred_classes = torch.tensor(classes)
+    return inst
+
+
+def test_suppress_contained_drops_fragments_of_same_class_only():
+    from defect_det.modeling.roi_heads import suppress_contained
+
+    seam = [0.0, 10.0, 200.0, 20.0]
+    dets = _dets([[10.0, 10.0, 70.0, 20.0],   # fragment of the seam, lower score: dropped
+                  seam,
+                  [100.0, 12.0, 150.0, 20.0],  # fragment, but another class: kept
+                  [150.0, 5.0, 210.0, 25.0]],  # half outside the seam box (covered 0.17): kept
+                 [0.5, 0.9, 0.4, 0.3], [1, 1, 2, 1])
+    out = suppress_contained(dets, 0.6)
+    assert out.pred_boxes.tensor.tolist() == [seam, [100.0, 12.0, 150.0, 20.0], [150.0, 5.0, 210.0, 25.0]]
+    assert out.scores.tolist() == pytest.approx([0.9, 0.4, 0.3])
+    # a better-scored fragment is kept (only lower scores are suppressed), and 0 disables the step
+    frag_first = _dets([[10.0, 10.0, 70.0, 20.0], seam], [0.95, 0.9], [1, 1])
+    assert len(suppress_contained(frag_first, 0.6)) == 2
+    assert suppress_contained(dets, 0.0) is dets
+
+
+def test_heads_apply_containment_at_inference():
+    cfg = _cfg("configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml", 0)
+    cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 0.6
+    heads = build_model(cfg).roi_heads.eval()
+    assert heads.contain_thresh_test == 0.6
+    dets = _dets([[10.0, 10.0, 70.0, 20.0], [0.0, 10.0, 200.0, 20.0]], [0.5, 0.9], [1, 1])
+    (out,) = heads.forward_with_given_boxes({}, [dets])
+    assert len(out) == 1 and out.scores.item() == pytest.approx(0.9)
+    cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 1.5
+    with pytest.raises(ValueError, match="CONTAIN_THRESH_TEST"):
+        build_model(cfg)

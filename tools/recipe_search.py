@@ -68,6 +68,8 @@ ROWS = {
                   PRE_PT, FG),
     "base_pt": ("no template, backbone pre-trained on images (PRETRAIN.md, --input image)", CPU,
                 ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image.pth"]),
+    "base_rpn05_jit": ("no template, fast ROI, RPN positives from IoU 0.5, 8 jittered ground-truth proposals",
+                       CPU, RPN05 + JIT),
     "pre_fast_600": ("as pre_fast, 600 iterations (the demo's schedule)", PRE, schedule_opts(600)),
     "pre_fast_pt_600": ("as pre_fast_pt, 600 iterations (the demo's schedule)", PRE_PT, schedule_opts(600)),
     "pre_pt_rpn05": ("as pre_fast_pt, RPN positives from IoU 0.5 (was 0.7)", PRE_PT, RPN05),
@@ -82,6 +84,13 @@ ROWS = {
     "pre_fast_lr2_rpn03": ("TR-Pre + align, fast ROI + lr 2e-3 + RPN 0.3/0.7", PRE,
                            FAST + ["SOLVER.BASE_LR", "0.002"] + RPN03),
 }
+# rows that train nothing: they evaluate another row's weights (same seed) with test-time overrides
+EVAL_ONLY = {}
+for _t in ("0.5", "0.6", "0.7", "0.8"):
+    _k = f"pre_pt_rpn05_c{_t[2:]}"
+    ROWS[_k] = (f"pre_pt_rpn05's weights, containment suppression {_t} at test (evaluation only)", PRE_PT,
+                RPN05 + ["MODEL.ROI_HEADS.CONTAIN_THRESH_TEST", _t])
+    EVAL_ONLY[_k] = "pre_pt_rpn05"
 VAL = "synthetic_fabric_val"
 TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
 
@@ -108,19 +117,22 @@ def start_row(args, key, seed):
     """Start one row's training (or, with ``--final``, its test evaluation) as a subprocess; returns
     (Popen, out dir, command, start time)."""
     label, cfg, opts = ROWS[key]
-    train_dir = os.path.join(args.out, f"{key}_s{seed}")
-    out = os.path.join(train_dir, "final") if args.final else train_dir
+    own_dir = os.path.join(args.out, f"{key}_s{seed}")
+    out = os.path.join(own_dir, "final") if args.final else own_dir
+    # an evaluation-only row reads the weights of the row it re-evaluates
+    train_dir = os.path.join(args.out, f"{EVAL_ONLY[key]}_s{seed}") if key in EVAL_ONLY else own_dir
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", cfg,
            "--save-results", os.path.join(out, "results.json")]
     cmd += ["OUTPUT_DIR", out, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0"]
     cmd += schedule_opts(args.iters) + ["SOLVER.CHECKPOINT_PERIOD", "250"] + list(opts) + list(args.opts)
-    if args.final:
+    if args.final or key in EVAL_ONLY:
         weights = os.path.join(train_dir, "model_final.pth")
         if not os.path.isfile(weights):
-            raise SystemExit(f"error: {weights} missing: train row {key!r} (seed {seed}) first, without --final")
+            base = EVAL_ONLY.get(key, key)
+            raise SystemExit(f"error: {weights} missing: train row {base!r} (seed {seed}) first, without --final")
         cmd.insert(2, "--eval-only")
-        cmd += ["MODEL.WEIGHTS", weights, "DATASETS.TEST", str(TEST).replace(" ", "")]
+        cmd += ["MODEL.WEIGHTS", weights, "DATASETS.TEST", str(TEST).replace(" ", "") if args.final else f"('{VAL}',)"]
     else:
         cmd.insert(2, "--resume")
         cmd += ["DATASETS.TEST", f"('{VAL}',)"]

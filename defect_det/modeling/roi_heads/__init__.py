@@ -8,6 +8,7 @@ from .sinkhorn_heads import (
     sinkhorn_nms_params_from_cfg,
 )
 from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
+from .containment import ContainmentMixin, suppress_contained
 from .proposal_jitter import GTJitterMixin, add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
 from .reference_heads import (
     ContextROIPooler,
@@ -23,6 +24,7 @@ from .weak_mask_head import BoxSupervisedMaskHead
 __all__ = [
     "BoxSupervisedMaskHead",
     "EntropyConstrainedRefiner",
+    "ContainmentMixin",
     "FilledBoxMaskHead",
     "GTJitterMixin",
     "add_jittered_gt_proposals",
@@ -39,4 +41,5 @@ __all__ = [
     "nms_type_from_cfg",
     "sinkhorn_fast_rcnn_inference",
     "sinkhorn_nms_params_from_cfg",
+    "suppress_contained",
 ]

@@ -26,6 +26,7 @@ from detectron2.modeling.roi_heads import (
 from detectron2.modeling.roi_heads import cascade_rcnn as d2_cascade
 
 from ...layers.sinkhorn_nms import SinkhornNMSParams
+from .containment import ContainmentMixin
 from .proposal_jitter import GTJitterMixin
 from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
 from .sinkhorn_loss import sinkhorn_nms_matching_loss
@@ -153,9 +154,10 @@ class DefectFastRCNNOutputLayers(FastRCNNOutputLayers):
 
 
 @ROI_HEADS_REGISTRY.register()
-class DefectStandardROIHeads(GTJitterMixin, StandardROIHeads):
+class DefectStandardROIHeads(ContainmentMixin, GTJitterMixin, StandardROIHeads):
     """``StandardROIHeads`` with :class:`DefectFastRCNNOutputLayers` (NMS by ``NMS_TYPE``) and, in
-    training, jittered ground-truth proposals (``MODEL.ROI_HEADS.GT_JITTER``, off by default)."""
+    training, jittered ground-truth proposals (``MODEL.ROI_HEADS.GT_JITTER``, off by default); at
+    inference, containment suppression (``MODEL.ROI_HEADS.CONTAIN_THRESH_TEST``, off by default)."""
 
     @configurable
     def __init__(self, **kwargs):
@@ -179,9 +181,10 @@ def _cascade_inference_fn(fn):
 
 
 @ROI_HEADS_REGISTRY.register()
-class DefectCascadeROIHeads(GTJitterMixin, CascadeROIHeads):
+class DefectCascadeROIHeads(ContainmentMixin, GTJitterMixin, CascadeROIHeads):
     """``CascadeROIHeads`` whose final post-processing follows ``NMS_TYPE``; jittered ground-truth
-    proposals for the first stage in training (``MODEL.ROI_HEADS.GT_JITTER``, off by default)."""
+    proposals for the first stage in training (``MODEL.ROI_HEADS.GT_JITTER``) and containment suppression
+    at inference (``MODEL.ROI_HEADS.CONTAIN_THRESH_TEST``), both off by default."""
 
     @configurable
     def __init__(self, *, nms_type: str = "hard", sinkhorn_params: SinkhornNMSParams = None, **kwargs):
