@@ -8,9 +8,9 @@ SYN      := $(DETECTRON2_DATASETS)/synthetic_fabric
 SEED     ?= 0
 CFG      ?= configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align_pt.yaml
 DEMO_OUT ?= output/demo
-DEMO_ITERS ?= 600
+DEMO_ITERS ?= 800
 DEMO_THREADS ?= 2
-DEMO_COMPARE ?= base pre_fast pre_fast_pt
+DEMO_COMPARE ?= base pre_fast_pt pre_pt_recipe
 PYTEST_ARGS ?=
 
 .PHONY: install data demo test clean-data help
