@@ -44,7 +44,9 @@ def _run(cfg, state=None):
 ])
 def test_hard_mode_is_identical_to_stock_heads(stock, ours, cascade):
     m, ref = _run(_cfg(stock, cascade=cascade))
-    _, out = _run(_cfg(ours, "hard", cascade=cascade), m.state_dict())
+    cfg = _cfg(ours, "hard", cascade=cascade)
+    cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 0.0  # the CPU config's containment step is ours, not Detectron2's
+    _, out = _run(cfg, m.state_dict())
     for a, b in zip(ref, out):
         assert len(a) > 0
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
