@@ -28,7 +28,6 @@ row; README tables are pasted from the printed markdown.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -53,12 +52,6 @@ VARIANTS = {
 DEFAULT_VARIANTS = ["before", "after", "pre"]
 
 
-def _commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def build_parser():
@@ -108,6 +101,7 @@ def main(argv=None):
 
     import defect_det  # noqa: F401  (registers datasets and modules)
     from defect_det.utils.benchmark import cpu_model
+    from defect_det.utils.tables import git_commit
     from defect_det.utils.train_benchmark import format_profile, format_train_table, time_training_variants
 
     setup_logger(name="defect_det", abbrev_name="dd")
@@ -137,7 +131,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         out = {
             "command": "python tools/benchmark_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": _commit(),
+            "commit": git_commit(),
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "torch": torch.__version__,

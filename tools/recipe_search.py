@@ -32,7 +32,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from defect_det.utils.tables import schedule_opts  # noqa: E402
+from defect_det.utils.tables import git_commit, schedule_opts  # noqa: E402
 
 CPU = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
 PRE = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml"
@@ -115,12 +115,6 @@ def result_path(args, key, seed):
     return os.path.join(args.results, "final" if args.final else "", f"{key}_s{seed}.json")
 
 
-def _commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def start_row(args, key, seed):
@@ -163,7 +157,7 @@ def finish_row(args, key, seed, proc, out, cmd, t0):
     label, cfg, opts = ROWS[key]
     record = {
         "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
-        "iters": _iters(args, opts), "threads": args.threads, "jobs": args.jobs, "commit": _commit(),
+        "iters": _iters(args, opts), "threads": args.threads, "jobs": args.jobs, "commit": git_commit(),
         "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -1,7 +1,9 @@
 """Helpers shared by the result-table scripts (``tools/*_table.py``)."""
-from typing import List
+import os
+import subprocess
+from typing import List, Optional
 
-__all__ = ["schedule_opts"]
+__all__ = ["git_commit", "schedule_opts"]
 
 
 def schedule_opts(iters: int) -> List[str]:
@@ -14,3 +16,14 @@ def schedule_opts(iters: int) -> List[str]:
         raise ValueError(f"iters must be >= 1, got {iters}")
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({iters * 4 // 5},{iters * 14 // 15})",
             "SOLVER.WARMUP_ITERS", str(min(100, iters // 10)), "SOLVER.CHECKPOINT_PERIOD", str(10 * iters)]
+
+
+def git_commit(repo: Optional[str] = None) -> Optional[str]:
+    """Short hash of HEAD of the git checkout at ``repo`` (default: the one holding defect_det), or
+    None outside a git checkout; recorded in every results JSON."""
+    repo = repo or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
