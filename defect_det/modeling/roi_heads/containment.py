@@ -18,6 +18,7 @@ from typing import List
 
 import torch
 from detectron2.structures import Instances
+from detectron2.structures.boxes import pairwise_intersection
 
 __all__ = ["suppress_contained", "ContainmentMixin"]
 
@@ -35,15 +36,12 @@ def suppress_contained(instances: Instances, thresh: float) -> Instances:
         return instances
     order = instances.scores.argsort(descending=True)
     inst = instances[order]
-    b = inst.pred_boxes.tensor
-    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.max(b[:, None, :2], b[None, :, :2])
-    rb = torch.min(b[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    covered = inter / area.clamp(min=1e-6)[:, None]  # (N, N): share of box i inside box j
+    boxes = inst.pred_boxes
+    # (N, N): share of box i inside box j
+    covered = pairwise_intersection(boxes, boxes) / boxes.area().clamp(min=1e-6)[:, None]
     same = inst.pred_classes[:, None] == inst.pred_classes[None, :]
     suppress = (covered >= thresh) & same
-    keep = torch.ones(len(inst), dtype=torch.bool, device=b.device)
+    keep = torch.ones(len(inst), dtype=torch.bool, device=covered.device)
     for i in range(1, len(inst)):
         # any better-scored (earlier), still kept detection that covers i
         if (suppress[i, :i] & keep[:i]).any():
