@@ -72,8 +72,6 @@ ROWS = {
                     PRE_PT, OLD),
     "pre_pt_fg": ("as pre_fast_pt, fewer background samples: ROI batch 32/img at 50% positives, RPN batch 64/img",
                   PRE_PT, OLD + FG),
-    "base_pt": ("no template, backbone pre-trained on images (PRETRAIN.md, --input image)", CPU,
-                OLD + ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image.pth"]),
     "base_rpn05_jit": ("no template, fast ROI, RPN positives from IoU 0.5, 8 jittered ground-truth proposals",
                        CPU, OLD + RPN05 + JIT),
     "pre_fast_600": ("as pre_fast, 600 iterations (the demo's schedule)", PRE, OLD + schedule_opts(600)),
@@ -101,6 +99,13 @@ for _t in ("0.5", "0.6", "0.7", "0.8"):
 ROWS["pre_pt_recipe"] = ("pre_pt_rpn05_jit's weights + containment 0.6 at test = the demo config since issue 11 "
                          "(evaluation only)", PRE_PT, OLD + RPN05 + JIT + ["MODEL.ROI_HEADS.CONTAIN_THRESH_TEST", "0.6"])
 EVAL_ONLY["pre_pt_recipe"] = "pre_pt_rpn05_jit"
+# third round: from the chosen recipe (the CPU config's defaults, no OLD pins)
+IMAGE_PT = ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image.pth"]
+ROWS["base_pt"] = ("no template, recipe defaults, backbone pre-trained on images (PRETRAIN.md, --input image)",
+                   CPU, IMAGE_PT)
+ROWS["pre_pt_lr2"] = ("pre_pt_recipe with AdamW lr 2e-3 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.002"])
+ROWS["pre_pt_lr4"] = ("pre_pt_recipe with AdamW lr 4e-3 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.004"])
+ROWS["base_pt_lr2"] = ("base_pt with AdamW lr 2e-3", CPU, IMAGE_PT + ["SOLVER.BASE_LR", "0.002"])
 VAL = "synthetic_fabric_val"
 TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
 
