@@ -162,7 +162,8 @@ def finish_row(args, key, seed, proc, out, cmd, t0):
     label, cfg, opts = ROWS[key]
     record = {
         "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
-        "iters": _iters(args, opts), "threads": args.threads, "jobs": args.jobs, "commit": git_commit(),
+        "iters": _iters(args, opts), "threads": args.threads,
+        "jobs": args.sharing or args.jobs, "commit": git_commit(),
         "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -264,6 +265,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="*", default=[0])
     p.add_argument("--iters", type=int, default=1000, help="training iterations of every row (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="rows trained at the same time (default: %(default)s)")
+    p.add_argument("--sharing", type=int, default=0,
+                   help="CPU-bound processes on the machine, recorded as 'rows at once' (default: --jobs); "
+                        "e.g. 2 when one row trains beside a pre-training run")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per row (default: %(default)s)")
     p.add_argument("--out", default=os.path.join("output", "recipe_search"))
     p.add_argument("--results", default=os.path.join("projects", "Benchmark", "results", "recipe"))
