@@ -1,0 +1,44 @@
+"""The package layout may change; what users depend on may not (issue 13): the names defect_det registers
+and the state-dict layout of every model (checkpoints saved before the restructure load with no missing or
+unexpected keys). The reference is ``fixtures/state_dict_layout.json.gz``, written by
+``fixtures/make_state_dict_layout.py`` from the layout before the restructure."""
+import gzip
+import json
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "fixtures"))
+import make_state_dict_layout as ref  # noqa: E402
+
+with gzip.open(ref.OUT, "rt") as _f:
+    REFERENCE = json.load(_f)
+
+
+def test_registered_names_unchanged():
+    import defect_det  # noqa: F401
+
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+    from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROI_MASK_HEAD_REGISTRY
+
+    from defect_det.evaluation import EVALUATOR_REGISTRY
+
+    for reg in (BACKBONE_REGISTRY, META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, ROI_MASK_HEAD_REGISTRY, EVALUATOR_REGISTRY):
+        names = set(reg._obj_map)
+        missing = set(REFERENCE["registered"][reg._name]) - names
+        assert not missing, f"{reg._name}: no longer registered: {sorted(missing)}"
+    missing = set(REFERENCE["registered"]["DatasetCatalog"]) - set(DatasetCatalog.list())
+    assert not missing, f"datasets no longer registered: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("config", sorted(REFERENCE["configs"]))
+def test_checkpoint_layout_unchanged(config):
+    want = {k: s for k, s in REFERENCE["structures"][REFERENCE["configs"][config]]}
+    got = dict(ref.layout(config))
+    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    assert not missing and not unexpected, f"{config}: missing {missing[:10]}, unexpected {unexpected[:10]}"
+    shapes = [k for k in want if want[k] != got[k]]
+    assert not shapes, f"{config}: shape changed for {shapes[:10]}"
