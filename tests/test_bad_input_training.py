@@ -20,7 +20,8 @@ from torch._utils import ExceptionWrapper
 
 import defect_det  # noqa: F401
 from defect_det.config import add_defect_config, get_defect_cfg
-from defect_det.data import DefectDatasetMapper, PairedDatasetMapper, UnreadableImageError, build_defect_mapper
+from defect_det.data import DefectDatasetMapper, UnreadableImageError, build_defect_mapper
+from defect_det.rddn import PairedDatasetMapper
 from defect_det.solver import build_optimizer
 
 from conftest import REPO, tiny_cfg
@@ -122,7 +123,7 @@ def test_paired_mapper_names_a_truncated_image_or_template(tmp_path, bad):
 
 
 def test_segdec_mapper_names_a_truncated_image(tmp_path):
-    from defect_det.data.segdec_mapper import SegDecDatasetMapper
+    from defect_det.segdec.mapper import SegDecDatasetMapper
 
     bad = _truncated_jpeg(tmp_path / "bad.jpg")
     mapper = SegDecDatasetMapper(True, image_format="RGB", input_size=(H, W))

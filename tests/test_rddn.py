@@ -12,10 +12,11 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import defect_det  # noqa: F401
-from defect_det.data import PairedDatasetMapper, align_template, build_defect_mapper, warp_template
+from defect_det.data import align_template, build_defect_mapper, warp_template
+from defect_det.rddn import PairedDatasetMapper
 from defect_det.engine import DefectTrainer
 from defect_det.evaluation import normalize_test_results
-from defect_det.modeling.roi_heads import context_boxes, region_similarity
+from defect_det.rddn import context_boxes, region_similarity
 
 from conftest import tiny_cfg
 

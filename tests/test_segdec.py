@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 
 import defect_det  # noqa: F401
 from defect_det.config import get_defect_cfg
-from defect_det.modeling.meta_arch.segdec import SegDecNet
+from defect_det.segdec.model import SegDecNet
 
 from conftest import REPO, TINY_DAGM, tiny_segdec_cfg
 
@@ -135,7 +135,7 @@ def test_width_scales_channels():
 
 
 def test_channel_norm_matches_groupnorm_and_handles_1x1():
-    from defect_det.modeling.meta_arch.segdec import ChannelNorm
+    from defect_det.segdec.model import ChannelNorm
 
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 6)
@@ -161,7 +161,7 @@ def _neg_counts(labels, epochs_list):
 
 @pytest.mark.parametrize("n_pos,n_neg", [(3, 10), (5, 37), (7, 7), (4, 2)])
 def test_frequency_of_use_counts_differ_by_at_most_one(n_pos, n_neg):
-    from defect_det.data.samplers import FrequencyOfUseSampler
+    from defect_det.segdec.sampler import FrequencyOfUseSampler
 
     labels = [1] * n_pos + [0] * n_neg
     sampler = FrequencyOfUseSampler(labels, seed=0)  # mode "balanced"
@@ -178,7 +178,7 @@ def test_paper_mode_balances_better_than_uniform():
     below uniform draws of the same sizes (which is what makes the balanced test above non-trivial)."""
     import itertools
 
-    from defect_det.data.samplers import FrequencyOfUseSampler
+    from defect_det.segdec.sampler import FrequencyOfUseSampler
 
     labels = [1] * 3 + [0] * 10
     paper, uniform = [], []
@@ -198,7 +198,7 @@ def test_frequency_of_use_sampler_is_infinite_and_sharded(monkeypatch):
 
     from detectron2.utils import comm
 
-    from defect_det.data.samplers import FrequencyOfUseSampler, frequency_of_use_probabilities
+    from defect_det.segdec.sampler import FrequencyOfUseSampler, frequency_of_use_probabilities
 
     labels = [1, 0, 0, 1, 0, 0, 0]
     full = list(itertools.islice(iter(FrequencyOfUseSampler(labels, seed=3)), 40))
@@ -343,7 +343,7 @@ def test_build_every_segdec_config(path):
 
 
 def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
-    from defect_det.data.samplers import FrequencyOfUseSampler
+    from defect_det.segdec.sampler import FrequencyOfUseSampler
     from defect_det.engine import DefectTrainer
 
     cfg = tiny_segdec_cfg(tiny_dagm, tmp_path, "MODEL.SEGDEC.NUM_SEGMENTED", "1", "SOLVER.MAX_ITER", "3",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from defect_det.modeling.meta_arch.segdec_tta import (
+from defect_det.segdec.tta import (
     SegDecNetWithTTA, apply_transform, flip_transforms, invert_transform)
 
 from conftest import REPO, register_tiny_dagm

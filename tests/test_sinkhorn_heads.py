@@ -81,8 +81,8 @@ def test_e2e_loss_gradient_reaches_detections_hard_nms_suppresses():
     from detectron2.structures import Boxes, Instances
     from torchvision.ops import batched_nms
 
-    from defect_det.layers.sinkhorn_nms import SinkhornNMSParams
-    from defect_det.modeling.roi_heads.sinkhorn_loss import sinkhorn_nms_matching_loss
+    from defect_det.sinkhorn_nms.nms import SinkhornNMSParams
+    from defect_det.sinkhorn_nms.loss import sinkhorn_nms_matching_loss
 
     # three proposals of class 0: two duplicates of the GT, one elsewhere; 2 classes + background
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [30, 30, 40, 40.]]).repeat(1, 2).requires_grad_()

@@ -1,9 +1,9 @@
-"""Sinkhorn NMS (defect_det.layers.sinkhorn_nms): NMS limit, batching, gradients, bad input."""
+"""Sinkhorn NMS (defect_det.sinkhorn_nms.nms): NMS limit, batching, gradients, bad input."""
 import pytest
 import torch
 from torchvision.ops import batched_nms
 
-from defect_det.layers.sinkhorn_nms import SinkhornNMSParams, sinkhorn_nms
+from defect_det.sinkhorn_nms.nms import SinkhornNMSParams, sinkhorn_nms
 
 LIMIT = SinkhornNMSParams(alpha=0.0, beta=0.0, gamma=1.0, tau=0.01, spatial="iou", dustbin_cost=0.5,
                           seed_iou=0.5, max_regions=1000, refine_iters=0, sinkhorn_iters=100)

@@ -19,7 +19,7 @@ from defect_det.data.datasets.surface import (
     rle_encode,
     severstal_split,
 )
-from defect_det.data.segdec_mapper import (
+from defect_det.segdec.mapper import (
     SegDecDatasetMapper,
     distance_transform_weights,
     segdec_targets,

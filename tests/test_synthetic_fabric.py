@@ -248,7 +248,8 @@ def test_paired_mapper_masks_follow_the_augmentation(tiny_registered, flip):
     from detectron2.data import DatasetCatalog
     from detectron2.data import transforms as T
 
-    from defect_det.data import PairedDatasetMapper, build_defect_mapper
+    from defect_det.data import build_defect_mapper
+    from defect_det.rddn import PairedDatasetMapper
 
     cfg = _mask_cfg()
     assert isinstance(build_defect_mapper(cfg, True, [tiny_registered]), PairedDatasetMapper)

@@ -14,10 +14,11 @@ from detectron2.utils.events import EventStorage
 
 import defect_det  # noqa: F401
 from defect_det.config import get_defect_cfg
-from defect_det.data import build_defect_mapper, template_usage
+from defect_det.data import build_defect_mapper
+from defect_det.rddn import template_usage
 from defect_det.engine import DefectTrainer
-from defect_det.modeling.roi_heads import BoxSupervisedMaskHead, EntropyConstrainedRefiner
-from defect_det.modeling.roi_heads.mask_affinity import (
+from defect_det.weak_mask import BoxSupervisedMaskHead, EntropyConstrainedRefiner
+from defect_det.weak_mask.affinity import (
     image_cues,
     neighbour_offsets,
     neighbour_sum,
@@ -25,8 +26,8 @@ from defect_det.modeling.roi_heads.mask_affinity import (
     pool_cues,
     shift_to_neighbours,
 )
-from defect_det.modeling.roi_heads.mask_refine import binary_entropy_from_logits
-from defect_det.modeling.roi_heads.weak_mask_head import (
+from defect_det.weak_mask.refine import binary_entropy_from_logits
+from defect_det.weak_mask.mask_head import (
     box_grid_targets,
     pairwise_loss,
     projection_loss,
@@ -288,9 +289,38 @@ def test_bad_values_raise_errors_naming_the_key():
         EntropyConstrainedRefiner()(torch.rand(2, 1, 8, 8), torch.rand(2, 4, 8, 8))
     with pytest.raises(ValueError, match="WEAK.TAU"):
         build_model(_cfg(**{"MODEL.ROI_MASK_HEAD.WEAK.TAU": "1.5"}))
-    with pytest.raises(ValueError, match="TemplateRCNN"):
-        build_model(_cfg(**{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
-                            "MODEL.ROI_MASK_HEAD.REFINE.ENABLED": "True"}))
+    # Detectron2's own ROI heads do not hand the images to the mask head: a clear error at the first call
+    model = build_model(_cfg(**{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
+                                "MODEL.ROI_MASK_HEAD.REFINE.ENABLED": "True"})).train()
+    with pytest.raises(ValueError, match="defect_det's ROI heads"), EventStorage(0):
+        model(_inputs())
+
+
+def test_box_supervised_head_trains_and_refines_on_generalized_rcnn():
+    """Without TemplateRCNN the heads recover the images from the network input (colour cue only)."""
+    torch.manual_seed(0)
+    model = build_model(_cfg(**{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.ROI_MASK_HEAD.REFINE.ENABLED": "True",
+                                "MODEL.ROI_MASK_HEAD.WEAK.WARMUP_ITERS": "0"}))
+    head = model.roi_heads.mask_head
+    seen = []
+    original = head.cues
+
+    def spy(images, templates=None, template_valid=None):
+        seen.append((images, templates))
+        return original(images, templates, template_valid)
+
+    head.cues = spy
+    inputs = _inputs(n=1)
+    with EventStorage(0):
+        losses = model.train()(inputs)
+    assert losses["loss_mask_pairwise"] > 0 and "loss_mask_template" in losses
+    images, templates = seen[-1]
+    assert templates is None
+    # the network input, un-normalised: the image's own pixel values
+    assert torch.allclose(images[0, :, :96, :128], inputs[0]["image"].float(), atol=1e-3)
+    with torch.no_grad():
+        out = model.eval()(_inputs(n=1, train=False))
+    assert out[0]["instances"].has("pred_masks") or len(out[0]["instances"]) == 0
 
 
 # ------------------------------------------------------------------------ models
@@ -340,13 +370,13 @@ def test_tr_pre_mask_head_sees_the_image_pixels_not_the_difference():
     model = build_model(_cfg(**{"MODEL.TEMPLATE.MODE": "pre", "MODEL.ROI_MASK_HEAD.REFINE.ENABLED": "True"})).eval()
     head = model.roi_heads.mask_head
     seen = []
-    original = head.input_images
+    original = head.cues
 
     def spy(images, templates=None, template_valid=None):
         seen.append((images, templates, template_valid))
         return original(images, templates, template_valid)
 
-    head.input_images = spy
+    head.cues = spy
     inputs = _inputs(n=1, train=False)
     with torch.no_grad():
         model(inputs)
@@ -354,7 +384,6 @@ def test_tr_pre_mask_head_sees_the_image_pixels_not_the_difference():
     assert torch.equal(images[0, :, :96, :128], inputs[0]["image"].float())   # pixel values, not I - T
     assert valid.tolist() == [True]
     assert torch.equal(templates[0, :, :96, :128], inputs[0]["template"].float())
-    assert head._cues is None                                              # context closed after the call
 
 
 MODES = {
@@ -512,7 +541,7 @@ def test_decode_segmentation_rle_polygon_and_size_check():
     import numpy as np
     import pycocotools.mask as mask_util
 
-    from defect_det.evaluation.mask_gt_boxes import decode_segmentation
+    from defect_det.weak_mask.evaluation import decode_segmentation
 
     m = np.zeros((20, 30), np.uint8)
     m[5:9, 10:25] = 1
@@ -525,7 +554,7 @@ def test_decode_segmentation_rle_polygon_and_size_check():
         decode_segmentation(rle, 21, 30)
     with pytest.raises(ValueError, match="unsupported"):
         decode_segmentation("x", 20, 30)
-    from defect_det.evaluation.mask_gt_boxes import annotation_mask
+    from defect_det.weak_mask.evaluation import annotation_mask
 
     record = {"file_name": "img7.jpg", "height": 21, "width": 30, "annotations": [{"segmentation": rle}]}
     with pytest.raises(ValueError, match="img7.jpg: annotation 0: segmentation: .*size"):
@@ -540,7 +569,7 @@ def test_masks_on_gt_boxes_scores_the_mask_branch_on_the_gt_boxes(scale):
     import numpy as np
     import pycocotools.mask as mask_util
 
-    from defect_det.evaluation.mask_gt_boxes import masks_on_gt_boxes
+    from defect_det.weak_mask.evaluation import masks_on_gt_boxes
 
     torch.manual_seed(0)
     model = build_model(_cfg(**{"MODEL.ROI_MASK_HEAD.NAME": "FilledBoxMaskHead"})).eval()

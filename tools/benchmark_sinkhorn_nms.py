@@ -17,8 +17,8 @@ import time
 import torch
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 
-from defect_det.layers.sinkhorn_nms import SinkhornNMSParams
-from defect_det.modeling.roi_heads import sinkhorn_fast_rcnn_inference
+from defect_det.sinkhorn_nms.nms import SinkhornNMSParams
+from defect_det.sinkhorn_nms import sinkhorn_fast_rcnn_inference
 
 
 def make_inputs(g, B, R, C, H=800, W=1333, objects=8):

@@ -9,11 +9,11 @@ boxes stand in for the detections; then, in the same process, interleaved within
 
 - **mask head**: ``roi_heads._forward_mask`` with the refiner switched off: mask ROIAlign on the
   FPN, the head's convolutions and ``mask_rcnn_inference`` (probabilities of the detected class);
-- **refinement**: ``mask_head.input_images`` + ``mask_head.refine`` on those probabilities: image
+- **refinement**: ``mask_head.cues`` + ``mask_head.refine`` on those probabilities: image
   cues (image / 255, ``||I - T||``), their ROIAlign onto the K grids, the affinities and the
   refiner's iterations;
-- **mask head + refinement**: ``roi_heads._forward_mask`` with the refiner on (inside the head's
-  ``input_images`` context, as TemplateRCNN runs it).
+- **mask head + refinement**: ``roi_heads._forward_mask`` with the refiner on (the images in the
+  features dict, as TemplateRCNN passes them).
 
 Each number is milliseconds PER IMAGE, the median over ``--iters`` repetitions after ``--warmup``
 untimed ones, printed with its ratio to the mask head::
@@ -35,6 +35,7 @@ import time
 
 import torch
 
+from defect_det.modeling.roi_heads import PIXELS_KEY, TEMPLATE_PIXELS_KEY, TEMPLATE_PIXELS_VALID_KEY
 from defect_det.utils.benchmark import cpu_model, torch_threads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +144,8 @@ def _run(args, argv, out) -> dict:
         images = model.preprocess_image([x])
         features = model.extract_features(images, [x])
         pixels, templates, valid = model.pixel_inputs(images, [x])
+        features = dict(features, **{PIXELS_KEY: pixels, TEMPLATE_PIXELS_KEY: templates,
+                                     TEMPLATE_PIXELS_VALID_KEY: valid})
 
         def detections():
             return [det[:]]  # a fresh copy: the mask branch writes pred_masks into it
@@ -155,12 +158,10 @@ def _run(args, argv, out) -> dict:
                 head.refiner = refiner
 
         def refinement(instances):
-            with head.input_images(pixels, templates, valid):
-                head.refine(instances)
+            head.refine(instances, head.cues(pixels, templates, valid))
 
         def mask_head_and_refinement():
-            with head.input_images(pixels, templates, valid):
-                return roi_heads._forward_mask(features, detections())
+            return roi_heads._forward_mask(features, detections())
 
         times = {name: [] for name in ROWS}
         for i in range(args.warmup + args.iters):

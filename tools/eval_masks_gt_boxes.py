@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 Mask quality of a trained model on the ground-truth boxes (the mask branch alone, independent of
-the detector; see defect_det/evaluation/mask_gt_boxes.py): mean mask IoU and the share of instances
+the detector; see defect_det/weak_mask/evaluation.py): mean mask IoU and the share of instances
 with IoU >= 0.5 / 0.75 on every DATASETS.TEST entry (or --datasets).
 
     python tools/eval_masks_gt_boxes.py --config-file configs/WeakMask/synthetic/mask_rcnn_R18_FPN_box_supervised_refine.yaml \
@@ -20,7 +20,7 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
 from defect_det.config import load_defect_cfg  # noqa: E402
 from defect_det.engine import DefectTrainer  # noqa: E402
-from defect_det.evaluation.mask_gt_boxes import masks_on_gt_boxes_for_datasets  # noqa: E402
+from defect_det.weak_mask.evaluation import masks_on_gt_boxes_for_datasets  # noqa: E402
 
 
 def main(argv=None):

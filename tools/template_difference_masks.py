@@ -23,7 +23,7 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.structures import BoxMode  # noqa: E402
 
 from defect_det.data.template_ops import align_template  # noqa: E402
-from defect_det.evaluation.mask_gt_boxes import annotation_mask, mask_iou  # noqa: E402
+from defect_det.weak_mask.evaluation import annotation_mask, mask_iou  # noqa: E402
 
 
 def _read(path, what, record):

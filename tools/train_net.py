@@ -48,7 +48,7 @@ def check_tta(cfg):
     if cfg.MODEL.META_ARCHITECTURE != "SegDecNet":
         raise ValueError(f"TEST.AUG.ENABLED: test-time augmentation is implemented for "
                          f"MODEL.META_ARCHITECTURE 'SegDecNet', not {cfg.MODEL.META_ARCHITECTURE!r}")
-    from defect_det.modeling.meta_arch.segdec_tta import flip_transforms
+    from defect_det.segdec.tta import flip_transforms
 
     flip_transforms(cfg.MODEL.SEGDEC.TEST_AUG_FLIP or cfg.MODEL.SEGDEC.FLIP)  # raises on a bad kind
     if cfg.MODEL.SEGDEC.TEST_AUG_REDUCE not in ("logit", "prob"):

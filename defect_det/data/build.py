@@ -1,8 +1,8 @@
 """The dataset mapper a defect_det config needs, with its dataset-level checks.
 
 :func:`build_defect_mapper` returns Detectron2's ``DatasetMapper`` for ordinary models, a
-:class:`~defect_det.data.PairedDatasetMapper` for ``TemplateRCNN`` and a
-:class:`~defect_det.data.segdec_mapper.SegDecDatasetMapper` for ``SegDecNet``. Checks happen here, once, at
+:class:`~defect_det.rddn.PairedDatasetMapper` for ``TemplateRCNN`` and a
+:class:`~defect_det.segdec.SegDecDatasetMapper` for ``SegDecNet``. Checks happen here, once, at
 data-loader construction rather than deep inside a worker: a template mode that needs a template
 per image fails on the first image without one (naming dataset and file), PTG training fails
 if the training sets hold no defect-free image, and mask training (``MODEL.MASK_ON`` without
@@ -21,8 +21,8 @@ from detectron2.data import DatasetCatalog
 
 from .dataset_mapper import DefectDatasetMapper
 from .image_io import UnreadableImageError, image_size
-from .paired_mapper import PairedDatasetMapper, mask_loading_args, template_usage
-from .segdec_mapper import SegDecDatasetMapper, select_segmented_files
+from ..rddn.mapper import PairedDatasetMapper, mask_loading_args, template_usage
+from ..segdec.mapper import SegDecDatasetMapper, select_segmented_files
 
 __all__ = ["build_defect_mapper", "check_datasets", "needs_paired_mapper", "normal_image_files"]
 

@@ -1,3 +1,3 @@
-from .trainer import DefectTrainer, cpu_friendly_ddp
+from .trainer import DefectTrainer, create_ddp_model
 
-__all__ = ["DefectTrainer", "cpu_friendly_ddp"]
+__all__ = ["DefectTrainer", "create_ddp_model"]

@@ -1,45 +1,38 @@
-"""ROI heads registered in Detectron2's ROI_HEADS_REGISTRY (and mask heads in ROI_MASK_HEAD_REGISTRY)
-on import."""
-from .sinkhorn_heads import (
+"""defect_det's shared ROI heads (registered in Detectron2's ROI_HEADS_REGISTRY on import) and the box
+post-processing seam every box head calls (:mod:`.postprocess`). Method-specific heads live with their
+method: RDDN's in ``defect_det/rddn/``, the box-supervised mask heads in ``defect_det/weak_mask/``."""
+from .config import add_roi_heads_config
+from .containment import ContainmentMixin, suppress_contained
+from .heads import (
+    PIXELS_KEY,
+    TEMPLATE_PIXELS_KEY,
+    TEMPLATE_PIXELS_VALID_KEY,
     DefectCascadeROIHeads,
     DefectFastRCNNOutputLayers,
     DefectStandardROIHeads,
-    nms_type_from_cfg,
-    sinkhorn_nms_params_from_cfg,
+    ImageInputsMixin,
 )
-from .sinkhorn_inference import sinkhorn_fast_rcnn_inference
-from .containment import ContainmentMixin, suppress_contained
+from .postprocess import BOX_POSTPROCESSOR_REGISTRY, NMS_TYPES, BoxPostProcessor, HardNMS, build_box_postprocessor
 from .proposal_jitter import GTJitterMixin, add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
-from .reference_heads import (
-    ContextROIPooler,
-    RDDNCascadeROIHeads,
-    RDDNStandardROIHeads,
-    context_boxes,
-    region_similarity,
-)
-from .box_mask_head import FilledBoxMaskHead
-from .mask_refine import EntropyConstrainedRefiner
-from .weak_mask_head import BoxSupervisedMaskHead
 
 __all__ = [
-    "BoxSupervisedMaskHead",
-    "EntropyConstrainedRefiner",
+    "BOX_POSTPROCESSOR_REGISTRY",
+    "BoxPostProcessor",
     "ContainmentMixin",
-    "FilledBoxMaskHead",
-    "GTJitterMixin",
-    "add_jittered_gt_proposals",
-    "gt_jitter_from_cfg",
-    "jitter_boxes",
-    "ContextROIPooler",
-    "RDDNCascadeROIHeads",
-    "RDDNStandardROIHeads",
-    "context_boxes",
-    "region_similarity",
     "DefectCascadeROIHeads",
     "DefectFastRCNNOutputLayers",
     "DefectStandardROIHeads",
-    "nms_type_from_cfg",
-    "sinkhorn_fast_rcnn_inference",
-    "sinkhorn_nms_params_from_cfg",
+    "GTJitterMixin",
+    "HardNMS",
+    "ImageInputsMixin",
+    "NMS_TYPES",
+    "PIXELS_KEY",
+    "TEMPLATE_PIXELS_KEY",
+    "TEMPLATE_PIXELS_VALID_KEY",
+    "add_jittered_gt_proposals",
+    "add_roi_heads_config",
+    "build_box_postprocessor",
+    "gt_jitter_from_cfg",
+    "jitter_boxes",
     "suppress_contained",
 ]

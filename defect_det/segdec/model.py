@@ -27,7 +27,7 @@ Training extensions (``MODEL.SEGDEC.*``, each switchable):
 - gradient-flow adjustment (``GRADIENT_ADJUSTMENT``): ``F`` and ``S`` (hence also gmax/gmean of
   ``S``) enter the decision subnet detached, so ``L_cls`` never reaches the segmentation subnet;
 - distance-transform weights and label dilation: computed by the mapper
-  (:class:`~defect_det.data.segdec_mapper.SegDecDatasetMapper`) as ``seg_weight``;
+  (:class:`~defect_det.segdec.mapper.SegDecDatasetMapper`) as ``seg_weight``;
 - mixed supervision: images with ``use_pixel_labels`` False (weakly labelled defective images)
   contribute only to ``L_cls``.
 
@@ -130,7 +130,7 @@ class DecisionSubnet(nn.Module):
 @META_ARCH_REGISTRY.register()
 class SegDecNet(nn.Module):
     """
-    Inputs: a list of dicts (from :class:`~defect_det.data.segdec_mapper.SegDecDatasetMapper`), each:
+    Inputs: a list of dicts (from :class:`~defect_det.segdec.mapper.SegDecDatasetMapper`), each:
 
     - ``image``: (C, H, W) tensor, C = ``MODEL.SEGDEC.IN_CHANNELS``, H and W multiples of 8, the same
       for every image of the batch; normalised as ``(image - PIXEL_MEAN) / PIXEL_STD``.

@@ -1,7 +1,7 @@
 """End-to-end loss computed *after* Sinkhorn NMS.
 
 During training the box predictor's class probabilities and regressed boxes of the sampled
-proposals go through :func:`defect_det.layers.sinkhorn_nms` (differentiable); the resulting regions
+proposals go through :func:`defect_det.sinkhorn_nms.sinkhorn_nms` (differentiable); the resulting regions
 are softly matched one-to-one to the image's ground-truth boxes with the same Sinkhorn op, on a
 problem with a dustbin row and column (SuperGlue-style):
 
@@ -19,8 +19,8 @@ into the scores and boxes of *every* candidate, including those hard NMS would d
 """
 import torch
 
-from ...layers.sinkhorn import sinkhorn
-from ...layers.sinkhorn_nms import FORBIDDEN, SinkhornNMSParams, pad_candidates, pairwise_box_iou, sinkhorn_nms
+from ..layers.sinkhorn import sinkhorn
+from .nms import FORBIDDEN, SinkhornNMSParams, pad_candidates, pairwise_box_iou, sinkhorn_nms
 
 __all__ = ["sinkhorn_nms_matching_loss", "gather_candidates"]
 

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-from .sinkhorn import sinkhorn
+from ..layers.sinkhorn import sinkhorn
 
 __all__ = ["SinkhornNMSParams", "SinkhornNMSResult", "sinkhorn_nms", "pad_candidates", "pairwise_box_iou"]
 

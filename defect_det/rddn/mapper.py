@@ -34,8 +34,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .image_io import read_image
-from .template_ops import align_template, sample_misalignment, warp_template
+from ..data.image_io import read_image
+from ..data.template_ops import align_template, sample_misalignment, warp_template
 
 __all__ = ["PairedDatasetMapper", "mask_loading_args", "template_usage"]
 

@@ -1,7 +1,7 @@
 """Pixel affinities on the M x M mask grid of each ROI, from image-level cues.
 
-Shared by the box-supervised mask losses (:mod:`.weak_mask_head`) and the entropy-constrained
-refinement (:mod:`.mask_refine`); equations in projects/WeakMask/README.md.
+Shared by the box-supervised mask losses (:mod:`.mask_head`) and the entropy-constrained
+refinement (:mod:`.refine`); equations in projects/WeakMask/README.md.
 
 **Cues.** Per image n of the batch, :func:`image_cues` stacks the input image I (C channels; the
 mask head passes pixel values / 255, i.e. intensities in [0, 1], whatever PIXEL_MEAN / PIXEL_STD

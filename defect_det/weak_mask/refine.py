@@ -1,7 +1,7 @@
 """Uncertainty-aware, entropy-constrained refinement of mask probabilities.
 
 Input: the mask probabilities p (R, 1, M, M) of the mask head and the pixel affinities
-A (R, K, M, M) of :func:`~.mask_affinity.pairwise_affinity`. Notation (projects/WeakMask/README.md):
+A (R, K, M, M) of :func:`~.affinity.pairwise_affinity`. Notation (projects/WeakMask/README.md):
 l_i = logit of q_i, h(q) = -q log q - (1 - q) log(1 - q) the binary entropy (nats), c = CONF_THRESH.
 
 - **Uncertainty.** Confidence max(p_i, 1 - p_i), a monotone function of the predictive entropy:
@@ -33,7 +33,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-from .mask_affinity import neighbour_offsets, neighbour_sum
+from .affinity import neighbour_offsets, neighbour_sum
 
 __all__ = ["EntropyConstrainedRefiner", "RefinementResult", "binary_entropy_from_logits"]
 

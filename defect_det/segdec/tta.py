@@ -1,5 +1,5 @@
 """
-Test-time augmentation for :class:`~defect_det.modeling.meta_arch.segdec.SegDecNet`: run the
+Test-time augmentation for :class:`~defect_det.segdec.model.SegDecNet`: run the
 network on flipped / transposed copies of each image, map every defect map back to the original
 orientation, and average.
 
@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from .segdec import SegDecNet
+from .model import SegDecNet
 
 __all__ = ["SegDecNetWithTTA", "flip_transforms", "apply_transform", "invert_transform"]
 

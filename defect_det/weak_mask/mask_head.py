@@ -16,7 +16,7 @@ probabilities p = sigmoid(x):
   ``L_proj = mean_r [dice(P_x, in_x) + dice(P_y, in_y)]``, dice(a, b) = 1 - 2 sum(a b) /
   (sum a^2 + sum b^2 + eps). A mask equal to B gives at most eps / 2 per term.
 - **Pairwise loss** (:func:`pairwise_loss`): with the affinities w_ik of
-  :func:`~.mask_affinity.pairwise_affinity` (colour of the image in [0, 1] and, where a template
+  :func:`~.affinity.pairwise_affinity` (colour of the image in [0, 1] and, where a template
   exists, the magnitude of the image - template difference, pooled into the same grid), over the
   edges E = {(i, k): w_ik >= tau, i inside B, neighbour inside the grid}:
   ``L_pair = -1/|E| sum_E log(p_i p_j + (1 - p_i)(1 - p_j))`` (in log space from the logits).
@@ -28,13 +28,14 @@ probabilities p = sigmoid(x):
   max_B d >= ``TEMPLATE_MIN_DIFF``. The filled box minimises both losses above (every edge inside
   B agrees); this is the term that says which part of the box is the defect.
 
-The images reach the head through :meth:`BoxSupervisedMaskHead.input_images`, a context manager
-``TemplateRCNN`` opens around its ROI heads call (the mask head only receives pooled features and
-Instances from Detectron2's ``StandardROIHeads._forward_mask``). At inference, with
+The images reach the head as arguments of its forward (``images``, ``templates``, ``template_valid``):
+defect_det's ROI heads pass them (``defect_det.modeling.roi_heads.ImageInputsMixin``) — with
+``TemplateRCNN`` the images and templates it puts in the features dict, with Detectron2's
+``GeneralizedRCNN`` the images recovered from the network input and no template (colour affinity
+only). At inference, with
 ``MODEL.ROI_MASK_HEAD.REFINE.ENABLED``, the probabilities of ``mask_rcnn_inference`` are refined
-by :class:`~.mask_refine.EntropyConstrainedRefiner` with the same affinities (at ``pred_boxes``).
+by :class:`~.refine.EntropyConstrainedRefiner` with the same affinities (at ``pred_boxes``).
 """
-import contextlib
 from typing import Dict, List, Optional
 
 import torch
@@ -49,8 +50,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
-from .mask_affinity import image_cues, neighbour_offsets, pairwise_affinity, pool_cues, shift_to_neighbours
-from .mask_refine import EntropyConstrainedRefiner
+from .affinity import image_cues, neighbour_offsets, pairwise_affinity, pool_cues, shift_to_neighbours
+from .refine import EntropyConstrainedRefiner
 
 PIXEL_RANGE = 255.0  # input images are uint8; the colour cue is pixel value / PIXEL_RANGE
 
@@ -186,7 +187,7 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         dilation: int = 2,
         warmup_iters: int = 1000,
         use_template: bool = True,
-        template_weight: float = 0.0,
+        template_weight: float = 1.0,
         template_thresh: float = 0.4,
         template_min_diff: float = 0.05,
         refiner: Optional[EntropyConstrainedRefiner] = None,
@@ -237,8 +238,6 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         self.template_thresh = float(template_thresh)
         self.template_min_diff = float(template_min_diff)
         self.refiner = refiner
-        self._cues: Optional[torch.Tensor] = None        # (N, 4, H, W) while input_images is open
-        self._cue_valid: Optional[torch.Tensor] = None   # (N,) bool
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -261,15 +260,6 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
             template_min_diff=w.TEMPLATE_MIN_DIFF,
             refiner=refiner,
         )
-        template_loss = w.USE_TEMPLATE and w.TEMPLATE_WEIGHT > 0
-        needs_images = (c.BOX_SUPERVISED and (w.PAIRWISE_WEIGHT > 0 or template_loss)) or c.REFINE.ENABLED
-        if needs_images and cfg.MODEL.META_ARCHITECTURE != "TemplateRCNN":
-            raise ValueError(
-                "MODEL.ROI_MASK_HEAD.NAME 'BoxSupervisedMaskHead' with BOX_SUPERVISED and WEAK.PAIRWISE_WEIGHT "
-                "> 0 or WEAK.TEMPLATE_WEIGHT > 0 (with WEAK.USE_TEMPLATE), or with REFINE.ENABLED, needs the "
-                "input images, which MODEL.META_ARCHITECTURE "
-                f"'TemplateRCNN' passes to it (got {cfg.MODEL.META_ARCHITECTURE!r})"
-            )
         return ret
 
     # ------------------------------------------------------------------ images
@@ -285,48 +275,46 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
     def needs_templates(self) -> bool:
         return self.needs_images and self.use_template
 
-    @contextlib.contextmanager
-    def input_images(self, images: torch.Tensor, templates: Optional[torch.Tensor] = None,
-                     template_valid: Optional[torch.Tensor] = None):
+    def cues(self, images: Optional[torch.Tensor], templates: Optional[torch.Tensor] = None,
+             template_valid: Optional[torch.Tensor] = None):
         """
-        Within the block the head sees the batch's images (a no-op if it does not need them).
+        The image cues of a batch, or None if the head does not read images in its current mode.
 
         Args:
             images: (N, C, H, W) padded input images in pixel values 0..255, not normalised (the
                 boxes are in their pixels); the cues are these / 255, so THETA is in [0, 1] units.
             templates: (N, C, H, W) templates likewise, or None.
             template_valid: (N,) bool, images that really have a template.
+        Returns:
+            None, or ((N, C + 1, H, W) colour + template difference, (N,) bool validity).
         """
-        previous = (self._cues, self._cue_valid)
-        if self.needs_images:
-            scale = 1.0 / PIXEL_RANGE
-            t = templates.detach() * scale if (templates is not None and self.use_template) else None
-            self._cues, self._cue_valid = image_cues(images.detach() * scale, t, template_valid)
-        try:
-            yield self
-        finally:
-            self._cues, self._cue_valid = previous
+        if not self.needs_images:
+            return None
+        if images is None:
+            raise ValueError(
+                "BoxSupervisedMaskHead reads the input images (pairwise/template losses, refinement) but got "
+                "none: call it from defect_det's ROI heads (MODEL.ROI_HEADS.NAME Defect*/RDDN*ROIHeads), which "
+                "pass them")
+        scale = 1.0 / PIXEL_RANGE
+        t = templates.detach() * scale if (templates is not None and self.use_template) else None
+        return image_cues(images.detach() * scale, t, template_valid)
 
-    def _pooled_cues(self, box_lists: List[Boxes], size):
+    def _pooled_cues(self, cues, box_lists: List[Boxes], size):
         """The cues pooled into the ROIs' M x M grids: colour (R, C, M, M), and the template
         difference (R, 1, M, M) with its validity (R,) per ROI, or None, None without templates."""
-        if self._cues is None:
-            raise RuntimeError(
-                "BoxSupervisedMaskHead needs the input images (pairwise/template losses, refinement): run "
-                "it inside `with mask_head.input_images(...)` (MODEL.META_ARCHITECTURE 'TemplateRCNN' does)"
-            )
-        pooled = pool_cues(self._cues, box_lists, tuple(size))           # (R, C + 1, M, M)
+        maps, cue_valid = cues
+        pooled = pool_cues(maps, box_lists, tuple(size))           # (R, C + 1, M, M)
         diff, valid = None, None
-        if self.use_template and bool(self._cue_valid.any()):
+        if self.use_template and bool(cue_valid.any()):
             image_index = torch.cat([torch.full((len(b),), i, device=pooled.device, dtype=torch.long)
                                      for i, b in enumerate(box_lists)])
-            diff, valid = pooled[:, -1:], self._cue_valid[image_index]
+            diff, valid = pooled[:, -1:], cue_valid[image_index]
         return pooled[:, :-1], diff, valid
 
-    def affinities(self, box_lists: List[Boxes], size, pooled=None) -> torch.Tensor:
-        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid;
-        ``pooled``: their :meth:`_pooled_cues` if already computed."""
-        colour, diff, valid = pooled if pooled is not None else self._pooled_cues(box_lists, size)
+    def affinities(self, cues, box_lists: List[Boxes], size, pooled=None) -> torch.Tensor:
+        """(R, K, M, M) affinities of the ROIs ``box_lists`` (one Boxes per image) on an M x M grid, from
+        the batch's :meth:`cues`; ``pooled``: their :meth:`_pooled_cues` if already computed."""
+        colour, diff, valid = pooled if pooled is not None else self._pooled_cues(cues, box_lists, size)
         return pairwise_affinity(colour, self.offsets, self.theta, diff, valid, self.theta_template)
 
     # ------------------------------------------------------------------ network
@@ -336,12 +324,15 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
                 x = layer(x)
         return x
 
-    def forward(self, x, instances: List[Instances]):
+    def forward(self, x, instances: List[Instances], images: Optional[torch.Tensor] = None,
+                templates: Optional[torch.Tensor] = None, template_valid: Optional[torch.Tensor] = None):
         """
         Args:
             x: (R, C, S, S) pooled features of the ROIs of ``instances``.
             instances: training: positive proposals with ``proposal_boxes``, ``gt_classes``,
                 ``gt_boxes`` (and ``gt_masks`` unless box-supervised); inference: detections.
+            images, templates, template_valid: the batch's input images (see :meth:`cues`); needed
+                when :attr:`needs_images`.
         Returns:
             training: dict of losses; inference: ``instances`` with ``pred_masks`` (R_i, 1, M, M).
         """
@@ -349,10 +340,10 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         if self.training:
             if not self.box_supervised:
                 return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
-            return self.box_supervised_losses(x, instances)
+            return self.box_supervised_losses(x, instances, self.cues(images, templates, template_valid))
         mask_rcnn_inference(x, instances)
         if self.refiner is not None:
-            self.refine(instances)
+            self.refine(instances, self.cues(images, templates, template_valid))
         return instances
 
     def _class_logits(self, logits: torch.Tensor, instances: List[Instances]) -> torch.Tensor:
@@ -362,10 +353,12 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         classes = torch.cat([i.gt_classes for i in instances if len(i)])
         return logits[torch.arange(logits.shape[0], device=logits.device), classes]
 
-    def box_supervised_losses(self, logits: torch.Tensor, instances: List[Instances]) -> Dict[str, torch.Tensor]:
+    def box_supervised_losses(self, logits: torch.Tensor, instances: List[Instances], cues=None
+                              ) -> Dict[str, torch.Tensor]:
         """
         Args:
             logits: (R, C, M, M) mask logits of the positive proposals ``instances``.
+            cues: the batch's :meth:`cues` (needed for the pairwise and template losses).
         Returns:
             {"loss_mask_projection", "loss_mask_pairwise"[, "loss_mask_template"]} (weighted;
             pairwise with its warm-up; template only with WEAK.TEMPLATE_WEIGHT > 0).
@@ -385,7 +378,7 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         inside = in_y[:, :, None] & in_x[:, None, :]
         boxes = [i.proposal_boxes for i in instances]
         # the image cues are pooled into the ROIs once, for both losses that read them
-        pooled = self._pooled_cues(boxes, logits.shape[-2:]) if self.needs_images else None
+        pooled = self._pooled_cues(cues, boxes, logits.shape[-2:]) if self.needs_images else None
         if self.template_weight > 0:
             _, diff, valid = pooled
             if diff is None:  # no image of the batch has a template
@@ -394,7 +387,7 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
                 losses["loss_mask_template"] = self.template_weight * template_difference_loss(
                     x, diff[:, 0], inside & valid[:, None, None], self.template_thresh, self.template_min_diff)
         if self.pairwise_weight > 0:
-            affinity = self.affinities(boxes, logits.shape[-2:], pooled)
+            affinity = self.affinities(cues, boxes, logits.shape[-2:], pooled)
             warm = 1.0
             if self.warmup_iters > 0:
                 warm = min(1.0, (get_event_storage().iter + 1) / self.warmup_iters)
@@ -404,12 +397,13 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
             losses["loss_mask_pairwise"] = x.sum() * 0.0
         return losses
 
-    def refine(self, instances: List[Instances]):
-        """Refine ``pred_masks`` (R_i, 1, M, M) of the detections in place (at ``pred_boxes``)."""
+    def refine(self, instances: List[Instances], cues):
+        """Refine ``pred_masks`` (R_i, 1, M, M) of the detections in place (at ``pred_boxes``), with the
+        batch's :meth:`cues`."""
         if sum(len(i) for i in instances) == 0:
             return
         probs = torch.cat([i.pred_masks for i in instances])
-        affinity = self.affinities([i.pred_boxes for i in instances], probs.shape[-2:])
+        affinity = self.affinities(cues, [i.pred_boxes for i in instances], probs.shape[-2:])
         refined = self.refiner(probs, affinity).probs
         for inst, p in zip(instances, refined.split([len(i) for i in instances])):
             inst.pred_masks = p

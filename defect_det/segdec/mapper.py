@@ -35,8 +35,8 @@ from PIL import Image
 
 from detectron2.config import configurable
 
-from .datasets.surface import rle_decode
-from .image_io import UnreadableImageError, read_image
+from ..data.datasets.surface import rle_decode
+from ..data.image_io import UnreadableImageError, read_image
 
 __all__ = ["SegDecDatasetMapper", "distance_transform_weights", "segdec_targets",
            "select_segmented_files", "load_mask"]

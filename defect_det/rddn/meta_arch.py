@@ -19,8 +19,8 @@ FPN is used as is. ``MODEL.TEMPLATE.POST`` (TR-Post, eq. 10) runs the backbone o
 A mask head that reads the input images (``needs_images``, e.g. ``BoxSupervisedMaskHead``'s
 affinity loss and refinement, projects/WeakMask/README.md) gets the images in their pixel values
 (TR-Pre too: the image itself, not the difference the backbone sees) and the templates where
-present (:meth:`TemplateRCNN.pixel_inputs`), through its ``input_images`` context, opened around
-every ROI heads call.
+present (:meth:`TemplateRCNN.pixel_inputs`): they travel to the ROI heads in the features dict
+(``defect_det.modeling.roi_heads.PIXELS_KEY`` ...), which pass them to the mask head as arguments.
 
 Inputs (dicts from :class:`~defect_det.data.PairedDatasetMapper`): ``image`` (3, H, W),
 ``template`` (3, H, W) (pre / inter; optional for POST), ``normal_image`` (3, H', W') and
@@ -35,8 +35,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
-from ..backbone.pseudo_template import PseudoTemplateGenerator
-from ..roi_heads.reference_heads import TEMPLATE_PREFIX, TEMPLATE_VALID_KEY
+from ..modeling.roi_heads.heads import PIXELS_KEY, TEMPLATE_PIXELS_KEY, TEMPLATE_PIXELS_VALID_KEY
+from .pseudo_template import PseudoTemplateGenerator
+from .template_post import TEMPLATE_PREFIX, TEMPLATE_VALID_KEY
 
 __all__ = ["TemplateRCNN", "TEMPLATE_MODES"]
 
@@ -215,13 +216,18 @@ class TemplateRCNN(GeneralizedRCNN):
             raise ValueError(f"templates batch {tuple(templates.shape)} != images batch {tuple(pixels.shape)}")
         return pixels, templates, valid
 
-    def _mask_head_images(self, images: ImageList, batched_inputs):
-        """Context in which the mask head sees :meth:`pixel_inputs`, if it reads images (module doc)."""
+    def _with_pixel_inputs(self, features: Dict[str, torch.Tensor], images: ImageList, batched_inputs):
+        """``features`` plus :meth:`pixel_inputs` under the keys the ROI heads hand to a mask head that
+        reads images (module doc); ``features`` itself if the mask head does not read them."""
         head = getattr(self.roi_heads, "mask_head", None) if getattr(self.roi_heads, "mask_on", False) else None
         if head is None or not getattr(head, "needs_images", False):
-            return contextlib.nullcontext()
+            return features
         pixels, templates, valid = self.pixel_inputs(images, batched_inputs, getattr(head, "needs_templates", False))
-        return head.input_images(pixels, templates, valid)
+        features = dict(features)
+        features[PIXELS_KEY] = pixels
+        if templates is not None:
+            features[TEMPLATE_PIXELS_KEY], features[TEMPLATE_PIXELS_VALID_KEY] = templates, valid
+        return features
 
     # ------------------------------------------------------------------ PTG
     def ptg_loss(self, batched_inputs) -> torch.Tensor:
@@ -251,8 +257,8 @@ class TemplateRCNN(GeneralizedRCNN):
         else:
             proposals = [x["proposals"].to(self.device) for x in batched_inputs]
             proposal_losses = {}
-        with self._mask_head_images(images, batched_inputs):
-            _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        _, detector_losses = self.roi_heads(images, self._with_pixel_inputs(features, images, batched_inputs),
+                                            proposals, gt_instances)
         if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)
         losses = dict(detector_losses)
@@ -274,16 +280,17 @@ class TemplateRCNN(GeneralizedRCNN):
             features = self._features_for_post(images, batched_inputs)
         else:
             features = self.extract_features(images, batched_inputs)
-        with self._mask_head_images(images, batched_inputs):
-            if detected_instances is None:
-                if self.proposal_generator is not None:
-                    proposals, _ = self.proposal_generator(images, features, None)
-                else:
-                    proposals = [x["proposals"].to(self.device) for x in batched_inputs]
-                results, _ = self.roi_heads(images, features, proposals, None)
+        if detected_instances is None:
+            if self.proposal_generator is not None:
+                proposals, _ = self.proposal_generator(images, features, None)
             else:
-                detected_instances = [x.to(self.device) for x in detected_instances]
-                results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+                proposals = [x["proposals"].to(self.device) for x in batched_inputs]
+            results, _ = self.roi_heads(images, self._with_pixel_inputs(features, images, batched_inputs),
+                                        proposals, None)
+        else:
+            detected_instances = [x.to(self.device) for x in detected_instances]
+            results = self.roi_heads.forward_with_given_boxes(
+                self._with_pixel_inputs(features, images, batched_inputs), detected_instances)
         if do_postprocess:
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results
