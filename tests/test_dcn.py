@@ -101,7 +101,7 @@ def test_resnet_dcn_fpn_builds_trains_and_matches_detectron2_keys():
     torch.manual_seed(0)
     ours = build_backbone(_r50_dcn_cfg("build_resnet_dcn_fpn_backbone"))
     d2 = build_backbone(_r50_dcn_cfg("build_resnet_fpn_backbone"))
-    assert d2_resnet.DeformBottleneckBlock is not TorchvisionDeformBottleneckBlock
+    assert d2_resnet.DeformBottleneckBlock is not TorchvisionDeformBottleneckBlock  # Detectron2 untouched
     assert isinstance(d2.bottom_up.res3[0].conv2, DeformConv)
     assert not isinstance(d2.bottom_up.res3[0].conv2, TorchvisionDeformConv)
     assert isinstance(ours.bottom_up.res3[0].conv2, TorchvisionDeformConv)
@@ -118,7 +118,7 @@ def test_resnet_dcn_fpn_builds_trains_and_matches_detectron2_keys():
     assert ours.bottom_up.res5[0].conv2_offset.weight.grad.abs().sum() > 0
 
 
-def test_resnet_dcn_backbone_without_fpn_and_name_restored_on_error():
+def test_resnet_dcn_backbone_without_fpn_and_detectron2_untouched():
     saved = d2_resnet.DeformBottleneckBlock
     cfg = _r50_dcn_cfg("build_resnet_dcn_backbone")
     cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, True]
@@ -126,7 +126,7 @@ def test_resnet_dcn_backbone_without_fpn_and_name_restored_on_error():
     bb = build_backbone(cfg)
     assert isinstance(bb.res5[0].conv2, TorchvisionModulatedDeformConv)
     assert d2_resnet.DeformBottleneckBlock is saved
-    cfg.MODEL.RESNETS.RES5_DILATION = 3  # Detectron2's builder asserts inside the swap
+    cfg.MODEL.RESNETS.RES5_DILATION = 3  # Detectron2's builder asserts
     with pytest.raises(AssertionError):
         build_backbone(cfg)
     assert d2_resnet.DeformBottleneckBlock is saved

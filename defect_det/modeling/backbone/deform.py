@@ -12,23 +12,20 @@ layout: for every deformable group and every kernel position ``(i, j)`` in row-m
 
 Backbones (``MODEL.BACKBONE.NAME``):
 
-- ``"build_resnet_dcn_backbone"``: Detectron2's ``build_resnet_backbone`` whose deformable stages
-  (``MODEL.RESNETS.DEFORM_ON_PER_STAGE``, ``DEFORM_MODULATED``, ``DEFORM_NUM_GROUPS``) use
-  :class:`TorchvisionDeformBottleneckBlock`;
+- ``"build_resnet_dcn_backbone"``: Detectron2's ``build_resnet_backbone`` whose deformable blocks
+  (``MODEL.RESNETS.DEFORM_ON_PER_STAGE``, ``DEFORM_MODULATED``, ``DEFORM_NUM_GROUPS``) get a ``conv2``
+  computed by torchvision's op (:func:`use_torchvision_deform`, on the built model);
 - ``"build_resnet_dcn_fpn_backbone"``: the same with Detectron2's FPN, as
   ``build_resnet_fpn_backbone``.
 
 Their state-dict keys equal those of Detectron2's builders with the same config.
 """
-import contextlib
 import logging
-import threading
 
 import torch
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
-import detectron2.modeling.backbone.resnet as d2_resnet
 from detectron2.layers import DeformConv, ModulatedDeformConv, ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
@@ -39,7 +36,7 @@ __all__ = [
     "TorchvisionModulatedDeformConv",
     "TorchvisionDeformBottleneckBlock",
     "split_offset_mask",
-    "torchvision_deform_blocks",
+    "use_torchvision_deform",
     "build_resnet_dcn_backbone",
     "build_resnet_dcn_fpn_backbone",
 ]
@@ -232,26 +229,21 @@ class TorchvisionDeformBottleneckBlock(DeformBottleneckBlock):
         self.conv2 = conv_cls.from_module(self.conv2)
 
 
-# Serialises the swap below between threads of this process (builders of ours may nest).
-_SWAP_LOCK = threading.RLock()
-
-
-@contextlib.contextmanager
-def torchvision_deform_blocks():
+def use_torchvision_deform(module: torch.nn.Module) -> torch.nn.Module:
     """
-    Within the context, Detectron2's ResNet builders (``build_resnet_backbone`` and everything that
-    calls it) build :class:`TorchvisionDeformBottleneckBlock` wherever they would build a
-    ``DeformBottleneckBlock``: the module-level name in ``detectron2.modeling.backbone.resnet`` is
-    swapped, and restored on exit, also when the body raises. Other threads building Detectron2
-    ResNets at the same moment would see the swap too; our builders hold a lock for its duration.
+    Give every Detectron2 ``DeformBottleneckBlock`` inside ``module`` (a built backbone) a ``conv2`` that
+    runs torchvision's op: :meth:`TorchvisionDeformConv.from_module` / :meth:`TorchvisionModulatedDeformConv.from_module`
+    share the weight Detectron2 initialised, so parameter names, values and checkpoints are unchanged.
+    Changes only this model instance (Detectron2's classes and module-level names are untouched).
+
+    Returns:
+        ``module``, converted in place.
     """
-    with _SWAP_LOCK:
-        saved = d2_resnet.DeformBottleneckBlock
-        d2_resnet.DeformBottleneckBlock = TorchvisionDeformBottleneckBlock
-        try:
-            yield
-        finally:
-            d2_resnet.DeformBottleneckBlock = saved
+    for block in module.modules():
+        if isinstance(block, DeformBottleneckBlock) and not isinstance(block.conv2, _TorchvisionDeformMixin):
+            conv_cls = TorchvisionModulatedDeformConv if block.deform_modulated else TorchvisionDeformConv
+            block.conv2 = conv_cls.from_module(block.conv2)
+    return module
 
 
 def _check_dcn_cfg(cfg, builder):
@@ -273,15 +265,12 @@ def _check_dcn_cfg(cfg, builder):
 
 
 def _check_no_detectron2_deform(backbone, builder):
-    # guards against a Detectron2 version whose builder no longer reads the swapped module name
+    # guards against a Detectron2 version that builds its deformable convs outside DeformBottleneckBlock
     for name, m in backbone.named_modules():
         if isinstance(m, (DeformConv, ModulatedDeformConv)) and not isinstance(
             m, _TorchvisionDeformMixin
         ):
-            raise RuntimeError(
-                f"{builder}: {name} is Detectron2's {type(m).__name__}; swapping "
-                "detectron2.modeling.backbone.resnet.DeformBottleneckBlock had no effect"
-            )
+            raise RuntimeError(f"{builder}: {name} is Detectron2's {type(m).__name__}, which has no CPU kernel")
     return backbone
 
 
@@ -293,8 +282,7 @@ def build_resnet_dcn_backbone(cfg, input_shape: ShapeSpec):
     ``res2..res5`` (those in ``OUT_FEATURES``), each (N, C_i, H / s_i, W / s_i).
     """
     _check_dcn_cfg(cfg, "build_resnet_dcn_backbone")
-    with torchvision_deform_blocks():
-        backbone = build_resnet_backbone(cfg, input_shape)
+    backbone = use_torchvision_deform(build_resnet_backbone(cfg, input_shape))
     return _check_no_detectron2_deform(backbone, "build_resnet_dcn_backbone")
 
 
@@ -306,6 +294,5 @@ def build_resnet_dcn_fpn_backbone(cfg, input_shape: ShapeSpec):
     (N, FPN.OUT_CHANNELS, H / s, W / s).
     """
     _check_dcn_cfg(cfg, "build_resnet_dcn_fpn_backbone")
-    with torchvision_deform_blocks():
-        backbone = build_resnet_fpn_backbone(cfg, input_shape)
+    backbone = use_torchvision_deform(build_resnet_fpn_backbone(cfg, input_shape))
     return _check_no_detectron2_deform(backbone, "build_resnet_dcn_fpn_backbone")
