@@ -130,8 +130,8 @@ class SegDecDatasetMapper:
     """Dataset dict -> SegDecNet input (see module doc)."""
 
     @configurable
-    def __init__(self, is_train: bool, *, image_format: str, input_size, dilate: int = 1,
-                 weighted_seg_loss: bool = False, dt_p: float = 1.0, dt_omega: float = 1.0,
+    def __init__(self, is_train: bool, *, image_format: str, input_size, dilate: int = 7,
+                 weighted_seg_loss: bool = True, dt_p: float = 1.0, dt_omega: float = 10.0,
                  segmented_files: Optional[Set[str]] = None, flip: str = "none"):
         """
         Args:

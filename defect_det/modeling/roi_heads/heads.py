@@ -106,12 +106,14 @@ class ImageInputsMixin:
     ``images * PIXEL_STD + PIXEL_MEAN``, without templates. Put it before a Detectron2 ``ROIHeads``
     class in the bases."""
 
-    def __init__(self, *, pixel_mean: Tuple[float, ...] = (0.0, 0.0, 0.0),
-                 pixel_std: Tuple[float, ...] = (1.0, 1.0, 1.0), **kwargs):
+    def __init__(self, *, pixel_mean: Optional[Tuple[float, ...]] = None,
+                 pixel_std: Optional[Tuple[float, ...]] = None, **kwargs):
+        """pixel_mean, pixel_std: ``MODEL.PIXEL_MEAN`` / ``PIXEL_STD`` of the network input (needed only
+        when a mask head reads images and the meta-architecture does not pass them)."""
         super().__init__(**kwargs)
         # not buffers: they are not parameters of the model and must not enter its checkpoints
-        self._pixel_mean = tuple(float(x) for x in pixel_mean)
-        self._pixel_std = tuple(float(x) for x in pixel_std)
+        self._pixel_mean = None if pixel_mean is None else tuple(float(x) for x in pixel_mean)
+        self._pixel_std = None if pixel_std is None else tuple(float(x) for x in pixel_std)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -124,6 +126,9 @@ class ImageInputsMixin:
 
     def forward(self, images: ImageList, features: Dict[str, torch.Tensor], proposals, targets=None):
         if self._mask_reads_images() and PIXELS_KEY not in features:
+            if self._pixel_mean is None or self._pixel_std is None:
+                raise ValueError(f"{type(self).__name__}: the mask head reads the input images; give pixel_mean "
+                                 "and pixel_std (MODEL.PIXEL_MEAN / PIXEL_STD) to recover them from the network input")
             x = images.tensor
             mean = x.new_tensor(self._pixel_mean).view(-1, 1, 1)
             std = x.new_tensor(self._pixel_std).view(-1, 1, 1)
