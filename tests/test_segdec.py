@@ -134,18 +134,57 @@ def test_width_scales_channels():
     assert small.segmentation.out_channels == 128 and small.decision.fc.in_features == 2 * 4 + 2
 
 
-def test_channel_norm_matches_groupnorm_and_handles_1x1():
+def test_channel_norm_instance_mode_matches_groupnorm_and_handles_1x1():
     from defect_det.segdec.model import ChannelNorm
 
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 6)
-    ours, ref = ChannelNorm(4), torch.nn.GroupNorm(4, 4, eps=1e-3)
+    ours, ref = ChannelNorm(4, mode="instance"), torch.nn.GroupNorm(4, 4, eps=1e-3)
     with torch.no_grad():
         ours.weight.copy_(torch.randn(4)); ours.bias.copy_(torch.randn(4))
         ref.weight.copy_(ours.weight); ref.bias.copy_(ours.bias)
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
     one = ours(torch.randn(1, 4, 1, 1))
     assert torch.allclose(one.flatten(), ours.bias)
+
+
+def test_channel_norm_authors_mode_divides_by_the_root_of_the_std():
+    """The authors' FeatureNorm: scale * (x - mean) / sqrt(std_unbiased + eps) + bias (not sqrt(var + eps))."""
+    from defect_det.segdec.model import ChannelNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5) * 3.0 + 1.0
+    norm = ChannelNorm(3, mode="authors")
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0])); norm.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    flat = x.flatten(2)
+    mean, std = flat.mean(-1), flat.std(-1, unbiased=True)
+    expected = (x - mean[..., None, None]) / (std[..., None, None] + 1e-3).sqrt()
+    expected = expected * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+    assert torch.allclose(norm(x), expected, atol=1e-5)
+    instance = ChannelNorm(3, mode="instance")
+    with torch.no_grad():
+        instance.weight.copy_(norm.weight); instance.bias.copy_(norm.bias)
+    assert (norm(x) - instance(x)).abs().max() > 0.1          # the two formulas differ at std != 1
+    assert torch.isfinite(norm(torch.randn(1, 3, 1, 1))).all()  # a 1 x 1 map: std 0, output = bias
+    no_bias = ChannelNorm(1, bias=False)
+    assert no_bias.bias is None and [n for n, _ in no_bias.named_parameters()] == ["weight"]
+
+
+def test_segdec_defaults_follow_the_authors_code():
+    from defect_det.segdec.model import ChannelNorm
+
+    net = SegDecNet(in_channels=1, width=0.125)
+    norms = [m for m in net.modules() if isinstance(m, ChannelNorm)]
+    assert norms and all(m.mode == "authors" for m in norms)
+    assert net.segmentation.seg_logits_norm is not None and net.segmentation.seg_logits_norm.bias is None
+    # Xavier-normal: std of a conv weight ~ sqrt(2 / (fan_in + fan_out))
+    w = net.segmentation.volume[2].weight  # 5x5, 4 -> 8 channels
+    fan_in, fan_out = w.shape[1] * 25, w.shape[0] * 25
+    assert abs(float(w.std()) / (2.0 / (fan_in + fan_out)) ** 0.5 - 1.0) < 0.2
+    ours = SegDecNet(in_channels=1, width=0.125, norm="instance", seg_logit_norm=False, init="torch")
+    assert ours.segmentation.seg_logits_norm is None
+    assert "segmentation.seg_logits_norm.weight" not in ours.state_dict()
 
 
 # ------------------------------------------------------------------------------------------- sampler

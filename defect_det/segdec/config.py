@@ -17,6 +17,14 @@ def add_segdec_config(cfg):
     # Channel multiplier of both subnets (32/64/1024 and 8/16/32 channels x WIDTH, at least 1);
     # 1.0 = the paper's network, small values make CPU-sized models.
     _c.WIDTH = 1.0
+    # Fidelity to the authors' released code (projects/SegDecNet/README.md, "Fidelity"); each switch
+    # has our alternative. NORM "authors": (x - mean) / sqrt(std + eps) per sample and channel (their
+    # FeatureNorm); "instance": (x - mean) / sqrt(var + eps) (instance norm, what defect_det used before).
+    _c.NORM = "authors"
+    # Normalise the 1x1 segmentation conv's logit map too (scale only), as their code does.
+    _c.SEG_LOGIT_NORM = True
+    # Conv initialisation: "xavier" (Xavier-normal, their Conv2d_init) or "torch" (PyTorch's default).
+    _c.INIT = "xavier"
     # Dynamic loss balancing: loss = (1 - e/E) L_seg + DELTA (e/E) L_cls with e/E = iteration /
     # SOLVER.MAX_ITER; off: loss = L_seg + DELTA L_cls.
     _c.DYN_BALANCED_LOSS = True

@@ -3,7 +3,9 @@ end to end (Božič, Tabernik, Skočaj; details of the follow-up "Mixed supervis
 detection"). Equations and defaults: projects/SegDecNet/README.md.
 
 Network (``w`` = ``MODEL.SEGDEC.WIDTH``, every channel count ``c`` below is ``max(1, round(c * w))``;
-every conv has no bias and is followed by a per-sample per-channel normalisation and ReLU):
+every conv has no bias and is followed by a per-sample per-channel normalisation and ReLU; by default
+the authors' released code: their normalisation, the logit map normalised too, Xavier-normal convs —
+``MODEL.SEGDEC.NORM`` / ``SEG_LOGIT_NORM`` / ``INIT`` switch each to ours):
 
 - segmentation subnet: 5x5 conv 32 -> max-pool 2 -> 3 x (5x5 conv 64) -> max-pool 2 ->
   4 x (5x5 conv 64) -> max-pool 2 -> 15x15 conv 1024 = features ``F`` (N, 1024w, H/8, W/8);
@@ -13,11 +15,11 @@ every conv has no bias and is followed by a per-sample per-channel normalisation
   linear -> image-level defect logit (N,).
 
 The normalisation is :class:`ChannelNorm`: each channel of each sample is normalised over its
-spatial positions and then scaled/shifted per channel, i.e. instance normalisation with an affine
-transform (what ``nn.GroupNorm(C, C)`` computes), identical at training and test time and
-independent of the batch (the paper trains with batch 1). It is written out because torch's
-group/instance norm refuse a 1x1 map in training mode, which the decision subnet's last stage
-reaches on small inputs (there ChannelNorm outputs its bias).
+spatial positions and then scaled/shifted per channel, identical at training and test time and
+independent of the batch (the paper trains with batch 1): the authors' formula (divide by the square
+root of the unbiased standard deviation) or ours (instance normalisation, what ``nn.GroupNorm(C, C)``
+computes). It is written out because torch's group/instance norm refuse a 1x1 map in training mode,
+which the decision subnet's last stage reaches on small inputs (there ChannelNorm outputs its bias).
 
 Training extensions (``MODEL.SEGDEC.*``, each switchable):
 
@@ -48,35 +50,68 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 
 __all__ = ["ChannelNorm", "SegDecNet", "SegmentationSubnet", "DecisionSubnet", "conv_norm_relu",
-           "SEGDEC_STRIDE"]
+           "init_conv_weights", "INIT_MODES", "NORM_MODES", "SEGDEC_STRIDE"]
 
 SEGDEC_STRIDE = 8
 """Output stride of the segmentation subnet (three 2x max-pools)."""
 
 
-class ChannelNorm(nn.Module):
-    """Per-sample per-channel normalisation of (N, C, H, W) over (H, W), then ``* weight + bias``
-    per channel (C,). Same as ``nn.GroupNorm(C, C, eps)`` but also defined for H = W = 1."""
+NORM_MODES = ("authors", "instance")
+INIT_MODES = ("xavier", "torch")
 
-    def __init__(self, num_channels: int, eps: float = 1e-3):
+
+class ChannelNorm(nn.Module):
+    """
+    Per-sample per-channel normalisation of (N, C, H, W) over (H, W), then ``* weight (+ bias)`` per
+    channel (C,). ``mode``:
+
+    - ``"authors"`` (the authors' released code, ``FeatureNorm``): ``(x - mean) / sqrt(std + eps)`` with
+      ``std`` the unbiased (Bessel-corrected) standard deviation — the square root of a standard deviation,
+      not of a variance; a 1 x 1 map has std 0 here (torch's unbiased std of one value is NaN);
+    - ``"instance"`` (ours, the usual instance norm; what ``nn.GroupNorm(C, C, eps)`` computes):
+      ``(x - mean) / sqrt(var + eps)`` with the biased variance, also defined for a 1 x 1 map.
+
+    ``bias=False``: no shift (the authors' norm after the 1x1 segmentation conv).
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-3, mode: str = "authors", bias: bool = True):
         super().__init__()
+        if mode not in NORM_MODES:
+            raise ValueError(f"MODEL.SEGDEC.NORM must be one of {NORM_MODES}, got {mode!r}")
         self.eps = eps
+        self.mode = mode
         self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
     def forward(self, x):
         mean = x.mean(dim=(2, 3), keepdim=True)
-        var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if self.mode == "instance":
+            scale = torch.rsqrt(x.var(dim=(2, 3), keepdim=True, unbiased=False) + self.eps)
+        elif x.shape[2] * x.shape[3] > 1:
+            scale = torch.rsqrt(x.std(dim=(2, 3), keepdim=True, unbiased=True) + self.eps)
+        else:
+            scale = x.new_full(mean.shape, self.eps ** -0.5)
+        x = (x - mean) * scale * self.weight.view(1, -1, 1, 1)
+        return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
 
 
-def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int) -> Conv2d:
+def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int, norm: str = "authors") -> Conv2d:
     """``kernel_size`` conv ("same" padding, no bias) + per-sample per-channel norm + ReLU."""
     return Conv2d(
         in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False,
-        norm=ChannelNorm(out_channels), activation=F.relu,
+        norm=ChannelNorm(out_channels, mode=norm), activation=F.relu,
     )
+
+
+def init_conv_weights(module: nn.Module, init: str = "xavier") -> None:
+    """``"xavier"``: every conv weight in ``module`` Xavier-normal (the authors' ``Conv2d_init``);
+    ``"torch"``: left at PyTorch's default (Kaiming-uniform)."""
+    if init not in INIT_MODES:
+        raise ValueError(f"MODEL.SEGDEC.INIT must be one of {INIT_MODES}, got {init!r}")
+    if init == "xavier":
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_normal_(m.weight)
 
 
 def _ch(c: int, width: float) -> int:
@@ -86,37 +121,43 @@ def _ch(c: int, width: float) -> int:
 class SegmentationSubnet(nn.Module):
     """Maps images (N, C, H, W) to features (N, 1024w, H/8, W/8) and a logit map (N, 1, H/8, W/8)."""
 
-    def __init__(self, in_channels: int, width: float = 1.0):
+    def __init__(self, in_channels: int, width: float = 1.0, norm: str = "authors", seg_logit_norm: bool = True):
         super().__init__()
         c32, c64, c1024 = _ch(32, width), _ch(64, width), _ch(1024, width)
         pool = lambda: nn.MaxPool2d(2)  # noqa: E731
+
+        def block(i, o, k):
+            return conv_norm_relu(i, o, k, norm)
+
         self.volume = nn.Sequential(
-            conv_norm_relu(in_channels, c32, 5), pool(),
-            conv_norm_relu(c32, c64, 5), conv_norm_relu(c64, c64, 5), conv_norm_relu(c64, c64, 5),
+            block(in_channels, c32, 5), pool(),
+            block(c32, c64, 5), block(c64, c64, 5), block(c64, c64, 5),
             pool(),
-            conv_norm_relu(c64, c64, 5), conv_norm_relu(c64, c64, 5), conv_norm_relu(c64, c64, 5),
-            conv_norm_relu(c64, c64, 5),
+            block(c64, c64, 5), block(c64, c64, 5), block(c64, c64, 5), block(c64, c64, 5),
             pool(),
-            conv_norm_relu(c64, c1024, 15),
+            block(c64, c1024, 15),
         )
         self.seg_logits = nn.Conv2d(c1024, 1, kernel_size=1, bias=False)
+        # the authors' code normalises the logit map too (scale only, no shift)
+        self.seg_logits_norm = ChannelNorm(1, mode=norm, bias=False) if seg_logit_norm else None
         self.out_channels = c1024
 
     def forward(self, x):
         features = self.volume(x)
-        return features, self.seg_logits(features)
+        logits = self.seg_logits(features)
+        return features, logits if self.seg_logits_norm is None else self.seg_logits_norm(logits)
 
 
 class DecisionSubnet(nn.Module):
     """Maps features (N, 1024w, h, w) and the logit map (N, 1, h, w) to image logits (N,)."""
 
-    def __init__(self, in_channels: int, width: float = 1.0):
+    def __init__(self, in_channels: int, width: float = 1.0, norm: str = "authors"):
         super().__init__()
         c8, c16, c32 = _ch(8, width), _ch(16, width), _ch(32, width)
         self.extractor = nn.Sequential(
-            nn.MaxPool2d(2), conv_norm_relu(in_channels + 1, c8, 5),
-            nn.MaxPool2d(2), conv_norm_relu(c8, c16, 5),
-            nn.MaxPool2d(2), conv_norm_relu(c16, c32, 5),
+            nn.MaxPool2d(2), conv_norm_relu(in_channels + 1, c8, 5, norm),
+            nn.MaxPool2d(2), conv_norm_relu(c8, c16, 5, norm),
+            nn.MaxPool2d(2), conv_norm_relu(c16, c32, 5, norm),
         )
         self.fc = nn.Linear(2 * c32 + 2, 1)
 
@@ -160,6 +201,9 @@ class SegDecNet(nn.Module):
         delta: float = 1.0,
         gradient_adjustment: bool = True,
         max_iter: int = 1,
+        norm: str = "authors",
+        seg_logit_norm: bool = True,
+        init: str = "xavier",
     ):
         """
         Args:
@@ -168,6 +212,9 @@ class SegDecNet(nn.Module):
             pixel_mean, pixel_std: C values each.
             dyn_balanced_loss, delta, gradient_adjustment: the training extensions (module doc).
             max_iter: E of the dynamic balancing, in iterations.
+            norm, seg_logit_norm, init: the network's normalisation (:class:`ChannelNorm` mode), whether
+                the logit map is normalised, and the conv initialisation ("xavier" | "torch"); the
+                defaults are the authors' released code (projects/SegDecNet/README.md, "Fidelity").
         """
         super().__init__()
         if len(pixel_mean) != in_channels or len(pixel_std) != in_channels:
@@ -178,8 +225,9 @@ class SegDecNet(nn.Module):
         if max_iter < 1:
             raise ValueError(f"SegDecNet: SOLVER.MAX_ITER must be >= 1, got {max_iter}")
         self.in_channels = in_channels
-        self.segmentation = SegmentationSubnet(in_channels, width)
-        self.decision = DecisionSubnet(self.segmentation.out_channels, width)
+        self.segmentation = SegmentationSubnet(in_channels, width, norm, seg_logit_norm)
+        self.decision = DecisionSubnet(self.segmentation.out_channels, width, norm)
+        init_conv_weights(self, init)
         self.dyn_balanced_loss = dyn_balanced_loss
         self.delta = float(delta)
         self.gradient_adjustment = gradient_adjustment
@@ -199,6 +247,9 @@ class SegDecNet(nn.Module):
             "delta": c.DELTA,
             "gradient_adjustment": c.GRADIENT_ADJUSTMENT,
             "max_iter": cfg.SOLVER.MAX_ITER,
+            "norm": c.NORM,
+            "seg_logit_norm": c.SEG_LOGIT_NORM,
+            "init": c.INIT,
         }
 
     @property
