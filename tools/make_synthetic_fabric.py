@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Generate the synthetic Tianchi-fabric dataset (see ``defect_det/data/synthetic/fabric.py``).
+Generate the synthetic Tianchi-fabric dataset (see ``defect_det/data/synthetic/fabric/``).
 
 Writes ``<out>/seen/``, ``<out>/unseen_texture/`` (each in the real round-2 layout: ``defect/<stem>/``,
 ``normal/<stem>/`` with ``template_<prefix>.jpg``, ``Annotations/anno_train.json``) and
