@@ -16,6 +16,7 @@ from .textures import _aa, _fabric_color, _grid, _hsv_color, _smooth_noise
 
 __all__ = []  # internal to the generator
 
+
 # ----------------------------------------------------------------------------------------------
 # defects: each paints on an HxWx3 float32 image and returns the new image (input untouched)
 # ----------------------------------------------------------------------------------------------
