@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Convert a Tianchi defect release to COCO JSON (see ``defect_det/data/tianchi_convert.py``).
+Convert a Tianchi defect release to COCO JSON (see ``defect_det/data/tianchi_convert/``).
 
 Examples::
 
