@@ -6,7 +6,7 @@ Tasks: texture family (cross-entropy) and which of the 14 defect types are prese
 BCE; normal images have none). Masks and boxes are never read (only the image-level keys of the
 generator's meta.json); the held-out texture families (herringbone, plaid: the unseen-texture
 evaluation) and the benchmark's generator seed are refused. Design, results and how to load other
-weights: projects/Benchmark/PRETRAIN.md; the reusable parts: defect_det/engine/pretrain.py.
+weights: projects/Benchmark/PRETRAIN.md; the reusable parts: defect_det/engine/pretrain/.
 
 Examples::
 
