@@ -33,17 +33,12 @@ import os
 import shlex
 import sys
 
-try:
-    import defect_det  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+import torch
+from detectron2.utils.logger import setup_logger
 
 from defect_det.config import load_defect_cfg  # noqa: E402
-from defect_det.data.synthetic.fabric import TEXTURE_FAMILIES  # noqa: E402
-from defect_det.engine.pretrain import (  # noqa: E402
+from defect_det.data.synthetic.fabric import TEXTURE_FAMILIES
+from defect_det.engine.pretrain import (
     HELD_OUT_FAMILIES,
     INPUT_MODES,
     PretrainSettings,
