@@ -175,8 +175,7 @@ def test_missing_template_stops_loader_construction(tiny_fabric, tmp_path):
 
 
 def _train_net():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import train_net
+    from defect_det.engine import train_net
 
     return train_net
 

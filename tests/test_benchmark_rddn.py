@@ -1,20 +1,13 @@
-"""tools/benchmark_rddn.py: table structure, ratios and deterministic quantities (never timings)."""
-import importlib.util
+"""defect_det.utils.rddn_benchmark (tools/benchmark_rddn.py): table structure, ratios and deterministic
+quantities (never timings)."""
 import io
 import json
 import math
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from defect_det.utils.rddn_benchmark import run_rddn_benchmark
+
 CFG = os.path.join("configs", "RDDN", "synthetic", "faster_rcnn_R18_FPN_{}.yaml")
-
-
-def _load_tool():
-    path = os.path.join(REPO, "tools", "benchmark_rddn.py")
-    spec = importlib.util.spec_from_file_location("benchmark_rddn", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _header(text, title):
@@ -26,15 +19,14 @@ def _header(text, title):
 
 
 def test_benchmark_tables_ratios_and_inter_doubles_bottom_up_features(tmp_path):
-    bench = _load_tool()
     out, json_file = io.StringIO(), str(tmp_path / "bench.json")
-    argv = ["--configs", CFG.format("baseline"), CFG.format("inter"), "--size", "64", "96",
-            "--iters", "1", "--warmup", "0", "--threads", "1", "--json", json_file]
-    res = bench.main(argv, out=out)
+    command = "python tools/benchmark_rddn.py --configs ..."
+    res = run_rddn_benchmark([CFG.format("baseline"), CFG.format("inter")], size=(64, 96), iters=1, warmup=0,
+                             threads=1, json_file=json_file, command=command, out=out)
     text = out.getvalue()
 
     # header for reproducibility
-    assert text.startswith("command: python tools/benchmark_rddn.py --configs")
+    assert text.startswith(f"command: {command}\n") and res["meta"]["command"] == command
     assert "torch " in text and "threads" in text and "CPU:" in text
 
     modules = ["bottom-up", "FPN", "PTG", "RPN", "R-CNN", "total"]

@@ -1,4 +1,4 @@
-"""Tianchi -> COCO converter (defect_det/data/tianchi_convert.py, tools/convert_tianchi.py) on tiny fake releases."""
+"""Tianchi -> COCO converter (defect_det/data/tianchi_convert/, tools/convert_tianchi.py) on tiny fake releases."""
 import importlib.util
 import json
 import os
@@ -725,13 +725,13 @@ def test_cli_strict_stops_on_unusable_labels_lenient_counts_them(tmp_path, run_c
 def test_outputs_all_or_nothing_when_the_disk_fills(tmp_path, monkeypatch, run_cli):
     import errno
 
-    from defect_det.data import tianchi_convert
+    from defect_det.data.tianchi_convert import writer
 
     root = make_fabric(tmp_path / "release")
     out = str(tmp_path / "out")
     convert_fabric(root, out, test_size=3, seed=0, verbose=False)
     before = _listing(out)
-    real_dump, calls = tianchi_convert._dump_json, []
+    real_dump, calls = writer._dump_json, []
 
     def dump_until_full(obj, f):
         calls.append(f.name)
@@ -740,7 +740,7 @@ def test_outputs_all_or_nothing_when_the_disk_fills(tmp_path, monkeypatch, run_c
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_dump(obj, f)
 
-    monkeypatch.setattr(tianchi_convert, "_dump_json", dump_until_full)
+    monkeypatch.setattr(writer, "_dump_json", dump_until_full)
     with pytest.raises(TianchiFormatError) as ei:
         convert_fabric(root, out, test_size=4, seed=1, verbose=False)
     assert str(ei.value).startswith(os.path.join(out, "fabric_test.json") + ": cannot write the output")

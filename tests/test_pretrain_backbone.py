@@ -1,4 +1,4 @@
-"""Backbone pre-training with image-level labels (defect_det/engine/pretrain.py, tools/pretrain_backbone.py).
+"""Backbone pre-training with image-level labels (defect_det/engine/pretrain/, tools/pretrain_backbone.py).
 
 Every run here uses a tiny generated set (64x64 images, ~15 of them) whose boxes and masks have been
 deleted after generation (``Annotations/`` removed, ``boxes`` stripped from ``meta.json``), so each

@@ -1,7 +1,6 @@
 """SegDecNet test-time augmentation: transform sets, exact inversion, invariance of the averaged
 output under the augmentation group, and the TEST.AUG.ENABLED path of DefectTrainer / train_net."""
 import os
-import sys
 
 import pytest
 import torch
@@ -90,8 +89,7 @@ def test_from_config_follows_flip():
 
 def test_train_net_evaluates_with_tta(tiny_dagm, tmp_path):
     """train_net's main with TEST.AUG.ENABLED: plain and _TTA results of the test set."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import train_net
+    from defect_det.engine import train_net
 
     register_tiny_dagm(tiny_dagm)
     out = tmp_path / "results.json"
@@ -111,8 +109,7 @@ def test_train_net_evaluates_with_tta(tiny_dagm, tmp_path):
 
 
 def test_train_net_rejects_tta_for_other_models():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import train_net
+    from defect_det.engine import train_net
 
     args = train_net.get_parser().parse_args([
         "--config-file", os.path.join(REPO, "configs", "synthetic", "faster_rcnn_R18_FPN_cpu.yaml"),

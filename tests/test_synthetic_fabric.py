@@ -1,4 +1,4 @@
-"""Tests of the synthetic Tianchi-fabric generator (defect_det/data/synthetic/fabric.py + its CLI)."""
+"""Tests of the synthetic Tianchi-fabric generator (defect_det/data/synthetic/fabric/ + its CLI)."""
 import json
 import os
 import re
@@ -16,9 +16,9 @@ from defect_det.data.synthetic.fabric import (
     PRINTED_FAMILIES,
     TEXTURE_FAMILIES,
     SyntheticFabricConfig,
-    align_template,
     generate_fabric_dataset,
     make_preview,
+    misalign_template,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -401,7 +401,7 @@ def test_template_misalignment_within_bounds(tmp_path, max_shift, max_rotation):
         mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = False, False, False, False
         # the recorded shift / rotation is the true one: undoing it removes the texture difference
         raw = np.abs(img_f - tpl_f).mean(axis=2)[mask].mean()
-        aligned = np.abs(img_f - align_template(tpl, rec["shift_dx"], rec["shift_dy"], rec["rotation"])
+        aligned = np.abs(img_f - misalign_template(tpl, rec["shift_dx"], rec["shift_dy"], rec["rotation"])
                          .astype(np.float32)).mean(axis=2)[mask].mean()
         assert aligned < 4.0, (rec["stem"], aligned)
         if abs(rec["shift_dx"]) + abs(rec["shift_dy"]) > 1.5:

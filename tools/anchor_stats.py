@@ -14,21 +14,18 @@ positive only through Detectron2's low-quality matching (its single best anchor)
 """
 import argparse
 import json
-import os
-import sys
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import defect_det  # noqa: E402,F401  (registers datasets, configs)
+import defect_det  # noqa: F401  (registers datasets, configs)
 from defect_det.config import get_defect_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data.transforms import ResizeShortestEdge  # noqa: E402
-from detectron2.modeling.anchor_generator import build_anchor_generator  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
-from detectron2.structures import Boxes, BoxMode, pairwise_iou  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.transforms import ResizeShortestEdge
+from detectron2.modeling.anchor_generator import build_anchor_generator
+from detectron2.layers import ShapeSpec
+from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 
 def anchor_stats(cfg, dataset_dicts, thresholds=(0.5, 0.7), class_names=None):

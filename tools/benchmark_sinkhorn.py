@@ -16,14 +16,11 @@ as 2.5 float32 (B, N, M) tensors per iteration, about what is measured on the ce
   python tools/benchmark_sinkhorn.py --quick    # B in {1, 8} x N in {100, 300}
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from defect_det.layers.sinkhorn import compiled_sinkhorn_available, sinkhorn  # noqa: E402
 
 

@@ -31,8 +31,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
 CPU_CFG = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
 RDDN = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_{}.yaml"
 

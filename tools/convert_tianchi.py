@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Convert a Tianchi defect release to COCO JSON (see ``defect_det/data/tianchi_convert.py``).
+Convert a Tianchi defect release to COCO JSON (see ``defect_det/data/tianchi_convert/``).
 
 Examples::
 
@@ -26,15 +26,9 @@ written, masks dropped by reason; a bad mask is an error with ``--strict``, a dr
 box kept with ``--lenient``).
 """
 import argparse
-import os
 import sys
 
-try:
-    import defect_det  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from defect_det.data.tianchi_convert import convert_aluminum, convert_fabric  # noqa: E402
+from defect_det.data.tianchi_convert import convert_aluminum, convert_fabric
 
 
 def build_parser():

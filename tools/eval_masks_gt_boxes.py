@@ -10,13 +10,11 @@ with IoU >= 0.5 / 0.75 on every DATASETS.TEST entry (or --datasets).
 import argparse
 import json
 import os
-import sys
 
 from tabulate import tabulate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import defect_det  # noqa: F401,E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+import defect_det  # noqa: F401
+from detectron2.checkpoint import DetectionCheckpointer
 
 from defect_det.config import load_defect_cfg  # noqa: E402
 from defect_det.engine import DefectTrainer  # noqa: E402

@@ -17,12 +17,7 @@ import json
 import os
 import sys
 
-try:
-    import defect_det  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from defect_det.data.synthetic.dagm import SyntheticDAGMConfig, generate_dagm_dataset  # noqa: E402
+from defect_det.data.synthetic.dagm import SyntheticDAGMConfig, generate_dagm_dataset
 
 
 def build_parser():

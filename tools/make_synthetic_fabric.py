@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Generate the synthetic Tianchi-fabric dataset (see ``defect_det/data/synthetic/fabric.py``).
+Generate the synthetic Tianchi-fabric dataset (see ``defect_det/data/synthetic/fabric/``).
 
 Writes ``<out>/seen/``, ``<out>/unseen_texture/`` (each in the real round-2 layout: ``defect/<stem>/``,
 ``normal/<stem>/`` with ``template_<prefix>.jpg``, ``Annotations/anno_train.json``) and
@@ -21,12 +21,7 @@ import argparse
 import os
 import sys
 
-try:
-    import defect_det  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from defect_det.data.synthetic.fabric import (  # noqa: E402
+from defect_det.data.synthetic.fabric import (
     DEFECT_TYPES,
     TEXTURE_FAMILIES,
     SyntheticFabricConfig,

@@ -6,7 +6,7 @@ Tasks: texture family (cross-entropy) and which of the 14 defect types are prese
 BCE; normal images have none). Masks and boxes are never read (only the image-level keys of the
 generator's meta.json); the held-out texture families (herringbone, plaid: the unseen-texture
 evaluation) and the benchmark's generator seed are refused. Design, results and how to load other
-weights: projects/Benchmark/PRETRAIN.md; the reusable parts: defect_det/engine/pretrain.py.
+weights: projects/Benchmark/PRETRAIN.md; the reusable parts: defect_det/engine/pretrain/.
 
 Examples::
 
@@ -33,17 +33,12 @@ import os
 import shlex
 import sys
 
-try:
-    import defect_det  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+import torch
+from detectron2.utils.logger import setup_logger
 
 from defect_det.config import load_defect_cfg  # noqa: E402
-from defect_det.data.synthetic.fabric import TEXTURE_FAMILIES  # noqa: E402
-from defect_det.engine.pretrain import (  # noqa: E402
+from defect_det.data.synthetic.fabric import TEXTURE_FAMILIES
+from defect_det.engine.pretrain import (
     HELD_OUT_FAMILIES,
     INPUT_MODES,
     PretrainSettings,

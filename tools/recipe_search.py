@@ -31,8 +31,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from defect_det.utils.tables import git_commit, schedule_opts  # noqa: E402
+from defect_det.utils.tables import git_commit, schedule_opts
 
 CPU = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
 PRE = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml"

@@ -10,20 +10,17 @@ INPUT.TEMPLATE.ALIGN does).
     python tools/template_difference_masks.py --datasets synthetic_fabric_test --blur 0
 """
 import argparse
-import os
-import sys
 
 import cv2
 import numpy as np
 from tabulate import tabulate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import defect_det  # noqa: F401,E402
-from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.structures import BoxMode  # noqa: E402
+import defect_det  # noqa: F401
+from detectron2.data import DatasetCatalog
+from detectron2.structures import BoxMode
 
-from defect_det.data.template_ops import align_template  # noqa: E402
-from defect_det.weak_mask.evaluation import annotation_mask, mask_iou  # noqa: E402
+from defect_det.data.template_ops import align_template
+from defect_det.weak_mask.evaluation import annotation_mask, mask_iou
 
 
 def _read(path, what, record):

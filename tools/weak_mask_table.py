@@ -31,8 +31,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from defect_det.utils.tables import schedule_opts  # noqa: E402
+from defect_det.utils.tables import schedule_opts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join("configs", "WeakMask", "synthetic", "mask_rcnn_R18_FPN_{}.yaml")

@@ -8,10 +8,10 @@ from .fabric import (
     PRINTED_FAMILIES,
     TEXTURE_FAMILIES,
     SyntheticFabricConfig,
-    align_template,
     format_summary,
     generate_fabric_dataset,
     make_preview,
+    misalign_template,
 )
 
 __all__ = [
@@ -19,8 +19,8 @@ __all__ = [
     "PRINTED_FAMILIES",
     "TEXTURE_FAMILIES",
     "SyntheticFabricConfig",
-    "align_template",
     "format_summary",
     "generate_fabric_dataset",
     "make_preview",
+    "misalign_template",
 ]
