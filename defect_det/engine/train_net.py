@@ -97,7 +97,7 @@ def report(cfg, results, save_path=None):
         print(f"[train_net] wrote {save_path}", flush=True)
 
 
-def visualize(cfg, model):
+def visualize(cfg, model, args):
     if not comm.is_main_process():
         return
     if not hasattr(model, "roi_heads"):
@@ -105,7 +105,7 @@ def visualize(cfg, model):
         return
     for name in cfg.DATASETS.TEST:
         out = os.path.join(cfg.OUTPUT_DIR, "vis", name)
-        paths = visualize_dataset_predictions(cfg, model, name, out)
+        paths = visualize_dataset_predictions(cfg, model, name, out, args.vis_images, args.vis_score_thresh)
         print(f"[train_net] wrote {len(paths)} prediction panels to {out}", flush=True)
 
 
@@ -138,7 +138,7 @@ def evaluate_only(cfg, args):
     results = with_tta(cfg, model, results)
     report(cfg, results, args.save_results)
     if args.vis:
-        visualize(cfg, model)
+        visualize(cfg, model, args)
     return results
 
 
@@ -150,7 +150,7 @@ def train(cfg, args):
     report(cfg, results, args.save_results)
     if args.vis:
         model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-        visualize(cfg, model)
+        visualize(cfg, model, args)
     return results
 
 
@@ -159,6 +159,11 @@ def get_parser(epilog=None):
     ``--num-gpus``, ..., trailing ``KEY VALUE`` overrides) plus ``--vis`` and ``--save-results``."""
     parser = default_argument_parser(epilog=epilog)
     parser.add_argument("--vis", action="store_true", help="write prediction panels after evaluation")
+    parser.add_argument("--vis-images", type=int, default=4, metavar="N",
+                        help="--vis: images with ground truth drawn per test dataset, plus one defect-free "
+                             "image (default: %(default)s)")
+    parser.add_argument("--vis-score-thresh", type=float, default=0.3, metavar="S",
+                        help="--vis: draw predictions scored above this (default: %(default)s)")
     parser.add_argument("--save-results", metavar="FILE", default=None,
                         help="also write the final evaluation results ({dataset: {task: metrics}}) as JSON")
     return parser

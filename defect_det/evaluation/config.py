@@ -9,10 +9,6 @@ def add_evaluation_config(cfg):
     # every dataset in DATASETS.TEST. "DefectCOCOEvaluator" = Detectron2's COCOEvaluator (bbox)
     # plus per-category AP50 (the RDDN paper's headline metric is mAP@0.5).
     cfg.TEST.EVALUATOR = "DefectCOCOEvaluator"
-    # Number of test images per dataset that tools/train_net.py --vis draws with predictions.
-    cfg.TEST.VIS_NUM_IMAGES = 4
-    # Score threshold for drawing predictions in the visualisations.
-    cfg.TEST.VIS_SCORE_THRESH = 0.3
     # DefectCOCOEvaluator: replicates of the 95% bootstrap interval over test images of box AP50 and
     # class-agnostic AP50 (AP50_ci_low/high, AP50_agnostic_ci_low/high); 0 = no interval.
     cfg.TEST.BOOTSTRAP_ITERS = 1000

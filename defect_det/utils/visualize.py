@@ -65,17 +65,18 @@ def render_prediction(dataset_dict, instances, class_names, score_thresh=0.3):
     return panel
 
 
-def visualize_dataset_predictions(cfg, model, dataset_name, output_dir):
+def visualize_dataset_predictions(cfg, model, dataset_name, output_dir, num_images: int = 4,
+                                  score_thresh: float = 0.3):
     """
     Run ``model`` (eval mode, Detectron2 inference API, test-time resize of ``cfg``) on the first
-    ``cfg.TEST.VIS_NUM_IMAGES`` images of ``dataset_name`` that have ground truth (plus one
-    normal image if any) and write PNG panels (see :func:`render_prediction`) to ``output_dir``.
+    ``num_images`` images of ``dataset_name`` that have ground truth (plus one normal image if any) and
+    write PNG panels (see :func:`render_prediction`, predictions above ``score_thresh``) to ``output_dir``.
 
     Returns:
         list[str]: written PNG paths.
     """
     dicts = DatasetCatalog.get(dataset_name)
-    chosen = [d for d in dicts if d.get("annotations")][: cfg.TEST.VIS_NUM_IMAGES]
+    chosen = [d for d in dicts if d.get("annotations")][:num_images]
     chosen += [d for d in dicts if not d.get("annotations")][:1]
     class_names = MetadataCatalog.get(dataset_name).thing_classes
     os.makedirs(output_dir, exist_ok=True)
@@ -87,7 +88,7 @@ def visualize_dataset_predictions(cfg, model, dataset_name, output_dir):
         for d in chosen:
             inputs = mapper(dict(d))
             instances = model([inputs])[0]["instances"]
-            panel = render_prediction(d, instances, class_names, cfg.TEST.VIS_SCORE_THRESH)
+            panel = render_prediction(d, instances, class_names, score_thresh)
             path = os.path.join(output_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png")
             cv2.imwrite(path, panel)
             paths.append(path)
