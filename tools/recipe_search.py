@@ -103,7 +103,7 @@ IMAGE_PT = ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image.pth"]
 ROWS["base_pt"] = ("no template, recipe defaults, backbone pre-trained on images (PRETRAIN.md, --input image)",
                    CPU, IMAGE_PT)
 ROWS["pre_pt_lr2"] = ("pre_pt_recipe with AdamW lr 2e-3 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.002"])
-ROWS["pre_pt_lr4"] = ("pre_pt_recipe with AdamW lr 4e-3 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.004"])
+ROWS["pre_pt_lr05"] = ("pre_pt_recipe with AdamW lr 5e-4 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.0005"])
 ROWS["base_pt_lr2"] = ("base_pt with AdamW lr 2e-3", CPU, IMAGE_PT + ["SOLVER.BASE_LR", "0.002"])
 VAL = "synthetic_fabric_val"
 TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
