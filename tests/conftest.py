@@ -112,13 +112,3 @@ def tiny_segdec_cfg(root, output_dir, *opts):
 def pytest_configure(config):
     """``slow``: subprocess training runs (``pytest -m "not slow"`` skips them)."""
     config.addinivalue_line("markers", "slow: subprocess training / CLI runs (deselect with -m 'not slow')")
-
-
-def load_tool(name):
-    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod

@@ -1,11 +1,11 @@
-"""tools/recipe_search.py and tools/demo_report.py: tables from stored JSON results, clear errors
-(no training here)."""
+"""defect_det.utils.recipe_search and defect_det.utils.demo_report (tools/recipe_search.py,
+tools/demo_report.py): tables from stored JSON results, clear errors (no training here)."""
 import json
 import os
 
 import pytest
 
-from conftest import load_tool
+from defect_det.utils import demo_report, recipe_search
 
 
 
@@ -21,7 +21,7 @@ def _record(tool, row, metrics):
 
 
 def test_recipe_table_validation_and_final_rows(tmp_path):
-    tool = load_tool("recipe_search")
+    tool = recipe_search
     results = tmp_path / "results" / "recipe"
     (results / "final").mkdir(parents=True)
     (results / "pre_s0.json").write_text(json.dumps(_record(tool, "pre", {tool.VAL: _bbox(20.9, 16.5, 22.3)})))
@@ -39,7 +39,7 @@ def test_recipe_table_validation_and_final_rows(tmp_path):
 
 
 def test_recipe_search_errors(tmp_path):
-    tool = load_tool("recipe_search")
+    tool = recipe_search
     with pytest.raises(SystemExit, match="unknown rows"):
         tool.main(["--rows", "no_such_row", "--results", str(tmp_path)])
     with pytest.raises(SystemExit, match="model_final.pth missing"):
@@ -49,7 +49,7 @@ def test_recipe_search_errors(tmp_path):
 def test_evaluation_only_rows_read_their_base_rows_weights(tmp_path, monkeypatch):
     """An EVAL_ONLY row trains nothing: --eval-only on the validation split with the base row's
     model_final.pth and its own test-time overrides; a missing base row is named."""
-    tool = load_tool("recipe_search")
+    tool = recipe_search
     key = next(iter(tool.EVAL_ONLY))
     base = tool.EVAL_ONLY[key]
     args = tool.argparse.Namespace(
@@ -70,7 +70,7 @@ def test_evaluation_only_rows_read_their_base_rows_weights(tmp_path, monkeypatch
 
 
 def test_demo_report_compares_with_benchmark_rows(tmp_path):
-    tool = load_tool("demo_report")
+    tool = demo_report
     res = tmp_path / "results.json"
     res.write_text(json.dumps({"synthetic_fabric_test": _bbox(51.2, 47.0, 55.0),
                                "synthetic_fabric_unseen": _bbox(36.0, 31.0, 40.0)}))

@@ -1,11 +1,13 @@
-"""tools/benchmark_train.py and defect_det.utils.train_benchmark: structure, ratios, JSON (never timings)."""
+"""defect_det.utils.train_benchmark (tools/benchmark_train.py): structure, ratios, JSON (never timings)."""
 import json
 import math
 import os
 
 import pytest
 
-from conftest import REPO, load_tool, TINY_OPTS
+from conftest import REPO, TINY_OPTS
+
+from defect_det.utils import train_benchmark
 
 
 
@@ -22,7 +24,7 @@ def test_format_train_table_ratio_to_reference():
 
 
 def test_benchmark_train_two_variants_interleaved_and_json(tiny_fabric, tmp_path):
-    tool = load_tool("benchmark_train")
+    tool = train_benchmark
     out = tmp_path / "tp.json"
     cfg_file = os.path.join(REPO, "configs", "synthetic", "faster_rcnn_R18_FPN_cpu.yaml")
     opts = list(TINY_OPTS) + ["DATASETS.TRAIN", f"('{tiny_fabric['names']['train']}',)", "DATASETS.TEST", "()"]
@@ -49,4 +51,4 @@ def test_benchmark_train_two_variants_interleaved_and_json(tiny_fabric, tmp_path
 
 def test_benchmark_train_rejects_missing_config(tmp_path):
     with pytest.raises(SystemExit, match="config file not found"):
-        load_tool("benchmark_train").main(["--config-file", str(tmp_path / "nope.yaml"), "--json", ""])
+        train_benchmark.main(["--config-file", str(tmp_path / "nope.yaml"), "--json", ""])

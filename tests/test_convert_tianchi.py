@@ -1,5 +1,4 @@
 """Tianchi -> COCO converter (defect_det/data/tianchi_convert/, tools/convert_tianchi.py) on tiny fake releases."""
-import importlib.util
 import json
 import os
 import random
@@ -651,11 +650,11 @@ def _cli(*args):
 
 @pytest.fixture(scope="module")
 def cli_main():
-    """``main(argv)`` of tools/convert_tianchi.py, in this process (no interpreter start per call)."""
-    spec = importlib.util.spec_from_file_location("convert_tianchi_cli", os.path.join(REPO, "tools", "convert_tianchi.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli.main
+    """``main(argv)`` of tools/convert_tianchi.py (defect_det.data.tianchi_convert.cli), in this process
+    (no interpreter start per call)."""
+    from defect_det.data.tianchi_convert.cli import main
+
+    return main
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-"""tools/detection_errors.py on a hand-made case where every kind of detection occurs once."""
+"""defect_det.evaluation.detection_errors (tools/detection_errors.py) on a hand-made case where every
+kind of detection occurs once."""
 import pytest
-from conftest import load_tool
+
+from defect_det.evaluation import detection_errors as tool
 
 
 def test_every_kind_counted_once():
-    tool = load_tool("detection_errors")
     gt = {"images": [{"id": 1}, {"id": 2}],
           "categories": [{"id": 1, "name": "knot"}, {"id": 2, "name": "seam"}],
           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},

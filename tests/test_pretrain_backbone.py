@@ -4,7 +4,6 @@ Every run here uses a tiny generated set (64x64 images, ~15 of them) whose boxes
 deleted after generation (``Annotations/`` removed, ``boxes`` stripped from ``meta.json``), so each
 test that trains also shows that pre-training needs no box or mask.
 """
-import importlib.util
 import json
 import math
 import os
@@ -266,11 +265,10 @@ def test_weights_load_into_generalized_rcnn_and_template_rcnn(finished_run):
 
 # ---------------------------------------------------------------------------------- command line
 def _cli():
-    path = os.path.join(REPO, "tools", "pretrain_backbone.py")
-    spec = importlib.util.spec_from_file_location("pretrain_backbone_cli", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The library module behind tools/pretrain_backbone.py."""
+    from defect_det.engine.pretrain import cli
+
+    return cli
 
 
 def test_cli_refuses_held_out_families(tmp_path, monkeypatch, capsys):

@@ -95,13 +95,13 @@ def test_bad_jitter_config_names_the_key():
 
 
 def test_anchor_stats_tool_counts_matches(tiny_fabric):
-    """tools/anchor_stats.py: a box equal to an anchor has best IoU 1; larger anchor sets fit better."""
-    from conftest import load_tool
-
+    """defect_det.utils.anchor_stats (tools/anchor_stats.py): a box equal to an anchor has best IoU 1;
+    larger anchor sets fit better."""
     from detectron2.data import DatasetCatalog
     from detectron2.structures import BoxMode
 
-    tool = load_tool("anchor_stats")
+    from defect_det.utils import anchor_stats as tool
+
     cfg = get_defect_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"))
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 1000

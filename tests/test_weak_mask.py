@@ -1,6 +1,5 @@
 """Box-supervised mask head (projection + affinity losses) and the entropy-constrained refinement."""
 import copy
-import importlib.util
 import io
 import math
 import os
@@ -470,10 +469,8 @@ def test_box_supervised_training_without_any_segmentation(tiny_fabric, tmp_path)
 
 # ------------------------------------------------------------------------ benchmark
 def test_benchmark_prints_the_table():
-    path = os.path.join(REPO, "tools", "benchmark_weak_mask.py")
-    spec = importlib.util.spec_from_file_location("benchmark_weak_mask", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from defect_det.weak_mask import benchmark as bench
+
     out = io.StringIO()
     res = bench.main(["--size", "64", "96", "--detections", "3", "--iters", "1", "--warmup", "0"], out=out)
     text = out.getvalue()
@@ -518,9 +515,8 @@ def test_filled_box_head_pastes_every_detection_as_its_box():
 
 
 def test_weak_mask_table_rows_configs_and_gap():
-    spec = importlib.util.spec_from_file_location("weak_mask_table", os.path.join(REPO, "tools", "weak_mask_table.py"))
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    from defect_det.weak_mask import table
+
     assert table.gap_recovered(5.0, 2.0, 8.0) == 0.5 and table.gap_recovered(2.0, 2.0, 2.0) is None
     assert table.gap_recovered(9.0, 2.0, 8.0) > 1.0
     keys = [k for k, *_ in table.ROWS]

@@ -25,59 +25,9 @@ data's exact masks): validated, written to the COCO annotation, and counted (``m
 written, masks dropped by reason; a bad mask is an error with ``--strict``, a dropped mask with the
 box kept with ``--lenient``).
 """
-import argparse
 import sys
 
-from defect_det.data.tianchi_convert import convert_aluminum, convert_fabric
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="dataset", required=True)
-    for kind in ("fabric", "aluminum"):
-        p = sub.add_parser(kind, help=f"Tianchi {kind} release")
-        p.add_argument("--root", action="append", required=True, metavar="DIR",
-                       help="release root (repeatable)" + (
-                           "; holds defect/, normal/ and/or Annotations/" if kind == "fabric" else
-                           "; walked recursively for images + LabelMe JSONs"))
-        if kind == "fabric":
-            p.add_argument("--anno", action="append", default=None, metavar="FILE",
-                           help="annotation JSON list (repeatable); default every <root>/Annotations/*.json")
-        p.add_argument("--out-dir", required=True, metavar="DIR")
-        p.add_argument("--prefix", default=kind, help="output file prefix (default: %(default)s)")
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--test-size", type=int, default=500,
-                       help="images (defect + normal) in the test split (default: %(default)s)")
-        g.add_argument("--no-split", action="store_true", help="write everything to <prefix>.json")
-        p.add_argument("--val-size", type=int, default=0,
-                       help="images carved from the training part into <prefix>_val.json, for choosing "
-                            "settings without touching the test split (default: %(default)s)")
-        p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
-        p.add_argument("--image-root", default=None, metavar="DIR",
-                       help="file names are written relative to it (default: common parent of the roots)")
-        m = p.add_mutually_exclusive_group()
-        m.add_argument("--strict", dest="strict", action="store_true", default=True,
-                       help="stop at the first bad entry/image (default)")
-        m.add_argument("--lenient", dest="strict", action="store_false",
-                       help="skip and count bad entries/images")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    kwargs = dict(prefix=args.prefix, test_size=args.test_size, val_size=args.val_size, split=not args.no_split, seed=args.seed,
-                  image_root=args.image_root, strict=args.strict, verbose=True)
-    try:
-        if args.dataset == "fabric":
-            convert_fabric(args.root, args.out_dir, anno_files=args.anno, **kwargs)
-        else:
-            convert_aluminum(args.root, args.out_dir, **kwargs)
-    except ValueError as e:  # TianchiFormatError (bad input) or a bad option value
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+from defect_det.data.tianchi_convert.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(description=__doc__.split("\n\n")[0].strip()))

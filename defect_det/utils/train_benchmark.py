@@ -11,18 +11,57 @@ steps / the sum of its timed step times. With ``profile_iters`` every variant th
 steps under ``torch.profiler`` and its top operators by self CPU time are returned.
 
 Results are plain dicts (JSON-able) so that a tool can write them next to the README table it renders.
+
+The command line (``tools/benchmark_train.py``, its ``--help`` describes the variants): :data:`VARIANTS`
+(name -> (config file, overrides, threads)), :func:`get_parser` and :func:`main`, which times the
+chosen variants, prints the tables and writes the JSON record.
 """
+import argparse
+import json
+import os
+import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .benchmark import torch_threads
+from detectron2.utils.logger import setup_logger
 
-__all__ = ["time_training_variants", "time_training_steps", "format_train_table", "format_profile"]
+from ..config import get_defect_cfg
+from .benchmark import cpu_model, torch_threads
+from .tables import git_commit
+
+__all__ = [
+    "DEFAULT_VARIANTS",
+    "VARIANTS",
+    "format_profile",
+    "format_train_table",
+    "get_parser",
+    "main",
+    "time_training_steps",
+    "time_training_variants",
+]
 
 PHASES = ("data", "forward", "backward", "optimizer")
+
+CPU_CFG = "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml"
+RDDN = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_{}.yaml"
+
+# the CPU config's settings before issue 11, restored by overrides
+SLOW_ROI = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "128", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"]
+# name -> (config file, overrides, threads)
+VARIANTS = {
+    "before": (CPU_CFG, ["DATALOADER.NUM_WORKERS", "2"] + SLOW_ROI, 2),
+    "no_workers": (CPU_CFG, SLOW_ROI, 2),
+    "one_worker": (CPU_CFG, ["DATALOADER.NUM_WORKERS", "1"] + SLOW_ROI, 2),
+    "roi64": (CPU_CFG, ["MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"], 2),
+    "after": (CPU_CFG, [], 2),
+    "pre": (RDDN.format("pre_align"), [], 2),
+    "inter": (RDDN.format("inter"), [], 2),
+    "ptg": (RDDN.format("ptg"), [], 2),
+}
+DEFAULT_VARIANTS = ["before", "after", "pre"]
 
 
 class _Runner:
@@ -154,3 +193,94 @@ def format_profile(rows: List[Dict]) -> str:
     for r in rows or []:
         lines.append(f"| `{r['name']}` | {r['self_cpu_ms']:.1f} | {r['calls']:.0f} |")
     return "\n".join(lines)
+
+
+def get_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line of ``tools/benchmark_train.py`` (``description``: its ``--help`` text)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
+                   help=f"named variants, in table order (default: {' '.join(DEFAULT_VARIANTS)})")
+    p.add_argument("--config-file", default=None, help="also time this config (row 'custom')")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="KEY VALUE overrides for --config-file (and only for it)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for every variant (default: each variant's own, 2)")
+    p.add_argument("--iters", type=int, default=15, help="timed steps per variant (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--profile", type=int, default=2, metavar="K",
+                   help="extra steps under torch.profiler per variant, 0 = none (default: %(default)s)")
+    p.add_argument("--top-ops", type=int, default=10, help="operators per profile (default: %(default)s)")
+    p.add_argument("--json", default="projects/Benchmark/results/train_throughput.json",
+                   help="where the rows are written ('' = nowhere; default: %(default)s)")
+    return p
+
+
+def _cfg(config_file, opts):
+    """The frozen CPU config of ``config_file`` + ``opts``."""
+    cfg = get_defect_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None) -> List[Dict]:
+    """Parse ``argv`` (default ``sys.argv[1:]``), time the chosen variants (plus ``--config-file`` as
+    row ``custom``) with :func:`time_training_variants`, print the throughput table and the profiles,
+    write the JSON record (``--json``); returns the rows. A missing config file or odd ``--opts``
+    raise ``SystemExit``."""
+    args = get_parser(description).parse_args(argv)
+    if len(args.opts) % 2:
+        raise SystemExit(f"error: --opts needs KEY VALUE pairs, got {args.opts}")
+    names = args.variants if args.variants is not None else (DEFAULT_VARIANTS if not args.config_file else [])
+    runs = [(n, *VARIANTS[n]) for n in names]
+    if args.config_file:
+        runs.append(("custom", args.config_file, args.opts, 2))
+    for _, cfg_file, _, _ in runs:
+        if not os.path.isfile(cfg_file):
+            raise SystemExit(f"error: {cfg_file}: config file not found (run from the repository root)")
+
+    setup_logger(name="defect_det", abbrev_name="dd")
+    variants = []
+    for name, cfg_file, opts, threads in runs:
+        cfg = _cfg(cfg_file, opts)
+        threads = args.threads or threads
+        print(f"[benchmark_train] {name}: {cfg_file} {' '.join(opts)} threads={threads} "
+              f"workers={cfg.DATALOADER.NUM_WORKERS}", flush=True)
+        variants.append((cfg, threads))
+    torch.manual_seed(0)
+    t0 = time.time()
+    rows = time_training_variants(variants, iters=args.iters, warmup=args.warmup,
+                                  profile_iters=args.profile, top_ops=args.top_ops)
+    for row, (name, cfg_file, opts, _) in zip(rows, runs):
+        row.update(name=name, config=cfg_file, opts=list(opts))
+    wall = time.time() - t0
+
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; {args.iters} rounds "
+          f"(one step of every variant in turn) after {args.warmup} warm-up steps per variant; {wall:.0f} s\n")
+    print(format_train_table(rows))
+    for r in rows:
+        if r.get("profile"):
+            print(f"\nTop operators, {r['name']} (self CPU time per step):\n")
+            print(format_profile(r["profile"]))
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        out = {
+            "command": "python tools/benchmark_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "commit": git_commit(),
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "iters": args.iters,
+            "warmup": args.warmup,
+            "wall_s": wall,
+            "rows": rows,
+        }
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, args.json)
+        print(f"\nwrote {args.json}")
+    return rows

@@ -7,7 +7,9 @@ lower bound, and mask quality measured on the ground-truth boxes.
 - :mod:`.refine`: ``EntropyConstrainedRefiner``;
 - :mod:`.filled_box_head`: ``FilledBoxMaskHead`` (registered);
 - :mod:`.evaluation`: masks on the ground-truth boxes (mIoU per instance);
-- :mod:`.config`: ``add_weak_mask_config``.
+- :mod:`.config`: ``add_weak_mask_config``;
+- :mod:`.benchmark` and :mod:`.table`: what ``tools/benchmark_weak_mask.py`` and
+  ``tools/weak_mask_table.py`` run (not imported here).
 The head reads the input images as arguments, which defect_det's ROI heads pass (GeneralizedRCNN or
 TemplateRCNN).
 """

@@ -1,8 +1,8 @@
 """Convert the Tianchi defect releases (fabric 2019 round 2, aluminum 2018 round 2) to COCO JSON.
 
 Pure Python (standard library + PIL to decode the images); no torch / Detectron2 code here. The
-command-line front end is ``tools/convert_tianchi.py``; the output is read by
-:func:`defect_det.data.datasets.load_tianchi_json`.
+command-line front end is ``tools/convert_tianchi.py`` (its parser and ``main``: :mod:`.cli`); the
+output is read by :func:`defect_det.data.datasets.load_tianchi_json`.
 
 Public API:
 
@@ -61,7 +61,7 @@ image border when rasterised) and is counted.
 Modules (this package re-exports the public API): :mod:`.fabric` and :mod:`.aluminum` (the two
 readers), :mod:`.segmentation` (mask validation), :mod:`.common` (input helpers both readers share),
 :mod:`.writer` (geometry, split, all-or-nothing COCO output), :mod:`.report` (reasons, counting,
-:class:`TianchiFormatError`, :func:`format_report`).
+:class:`TianchiFormatError`, :func:`format_report`), :mod:`.cli` (the command line; not re-exported).
 """
 from .aluminum import convert_aluminum
 from .fabric import convert_fabric

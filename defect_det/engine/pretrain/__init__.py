@@ -37,7 +37,8 @@ loads into ``GeneralizedRCNN`` and ``TemplateRCNN`` (configs: ``MODEL.WEIGHTS <f
 Modules (this package re-exports the public API): :mod:`.settings` (settings, constants),
 :mod:`.data` (pre-training set, image-level records, labels, split, input pipeline), :mod:`.model`
 (network, losses, schedule, metrics), :mod:`.export` (the backbone checkpoint), :mod:`.loop`
-(:func:`run_pretraining`).
+(:func:`run_pretraining`); :mod:`.cli` is the command line of ``tools/pretrain_backbone.py`` (not
+re-exported).
 """
 from .data import (
     ImageLevelRecord,
