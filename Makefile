@@ -13,12 +13,13 @@ DEMO_THREADS ?= 2
 DEMO_COMPARE ?= base pre_fast_pt pre_pt_recipe
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test clean-data help
+.PHONY: install data demo test test-quick clean-data help
 
 help:
 	@echo "make install  - create .venv with the verified stack (idempotent)"
 	@echo "make demo     - install, generate + convert synthetic fabric data, train, evaluate, visualise"
 	@echo "make test     - install, run the test suite"
+	@echo "make test-quick - the suite without the subprocess training / CLI runs (pytest -m 'not slow')"
 	@echo "make data     - only generate + convert the synthetic fabric dataset"
 
 install:
@@ -58,6 +59,9 @@ demo: data
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-quick: install
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 clean-data:
 	rm -rf $(SYN)

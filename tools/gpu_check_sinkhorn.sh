@@ -5,7 +5,7 @@
 #   2. makes `defect_det` importable without running defect_det/__init__.py (which imports
 #      detectron2): a sitecustomize.py generated into a temp dir on PYTHONPATH registers a bare
 #      package module whose __path__ is this checkout's defect_det/;
-#   3. runs tests/test_sinkhorn_op.py (test_cuda_matches_cpu must run, not skip) and
+#   3. runs tests/layers/test_sinkhorn_op.py (test_cuda_matches_cpu must run, not skip) and
 #      tools/benchmark_sinkhorn.py (full grid, CPU and CUDA columns).
 # Logs go to $OUT (device tool) or output/gpu_check/. Override: PYTHON, TORCH_CUDA_ARCH_LIST, MAX_JOBS,
 # BENCH_ARGS (e.g. "--quick"). Exit status: non-zero if the build, the CUDA import or a test fails.
@@ -58,7 +58,7 @@ fi
 
 # 3. tests, then the benchmark
 status=0
-"$PY" -m pytest tests/test_sinkhorn_op.py -q -ra -p no:cacheprovider 2>&1 | tee "$LOG/pytest.log" || status=1
+"$PY" -m pytest tests/layers/test_sinkhorn_op.py -q -ra -p no:cacheprovider 2>&1 | tee "$LOG/pytest.log" || status=1
 if grep -qE "SKIPPED.*(no GPU|built without CUDA)" "$LOG/pytest.log"; then
   echo "[gpu_check] test_cuda_matches_cpu was skipped"
   status=1

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_util
 from defect_det.data.datasets.tianchi_categories import ALUMINUM_CATEGORIES, FABRIC_CATEGORIES
 from defect_det.data.tianchi_convert import TianchiFormatError, convert_aluminum, convert_fabric, format_report
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 W, H = 64, 48
 
 DEFECT_STEMS = ["p0_a", "p0_b", "p1_a", "p1_b", "p2_a", "p3_a", "p3_b", "p4_a"]  # 5 pieces share templates

@@ -21,7 +21,7 @@ from defect_det.data.synthetic.fabric import (
     misalign_template,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 RELEASES = ("seen", "unseen_texture")
 STEM_RE = re.compile(r"^[0-9a-f]{16}_\d+$")
 

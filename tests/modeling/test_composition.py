@@ -18,7 +18,7 @@ from detectron2.utils.events import EventStorage
 
 from defect_det.config import get_defect_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 CPU = os.path.join(REPO, "configs/synthetic/faster_rcnn_R18_FPN_cpu.yaml")
 
 MODES = ["baseline", "none", "pre", "inter", "ptg"]

@@ -10,7 +10,7 @@ from detectron2.utils.events import EventStorage
 from defect_det.config import get_defect_cfg
 from defect_det.modeling.roi_heads import add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 
 
 def test_jitter_boxes_iou_spread_matches_sigma():

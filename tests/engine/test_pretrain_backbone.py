@@ -32,7 +32,7 @@ from defect_det.engine.pretrain import (
     split_by_piece,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 CPU_CONFIG = os.path.join(REPO, "configs", "synthetic", "faster_rcnn_R18_FPN_cpu.yaml")
 PRE_CONFIG = os.path.join(REPO, "configs", "RDDN", "synthetic", "faster_rcnn_R18_FPN_pre_align.yaml")
 # a 4-wide ResNet-18: same parameter names as the real one, a fraction of its cost

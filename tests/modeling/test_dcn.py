@@ -17,7 +17,7 @@ from defect_det.modeling.backbone.deform import (
     TorchvisionModulatedDeformConv,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 
 
 def _zero_offsets(x, conv):
