@@ -4,14 +4,9 @@ unexpected keys). The reference is ``fixtures/state_dict_layout.json.gz``, writt
 ``fixtures/make_state_dict_layout.py`` from the layout before the restructure."""
 import gzip
 import json
-import os
-import sys
 
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "fixtures"))
-import make_state_dict_layout as ref  # noqa: E402
+from fixtures import make_state_dict_layout as ref  # tests/ is on sys.path (its conftest.py)
 
 with gzip.open(ref.OUT, "rt") as _f:
     REFERENCE = json.load(_f)
