@@ -108,7 +108,11 @@ ROWS["base_pt"] = ("no template, recipe defaults, backbone pre-trained on images
                    CPU, IMAGE_PT)
 ROWS["pre_pt_lr2"] = ("pre_pt_recipe with AdamW lr 2e-3 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.002"])
 ROWS["pre_pt_lr05"] = ("pre_pt_recipe with AdamW lr 5e-4 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.0005"])
-ROWS["base_pt_lr2"] = ("base_pt with AdamW lr 2e-3", CPU, IMAGE_PT + ["SOLVER.BASE_LR", "0.002"])
+# longer schedules: is the budget the limit? (3x the benchmark's 1000 iterations, same recipe)
+# (a checkpoint every 500 iterations: a long row resumes where an interrupted session left it)
+LONG = schedule_opts(3000) + ["SOLVER.CHECKPOINT_PERIOD", "500"]
+ROWS["base_3k"] = ("no template, recipe defaults, 3000 iterations", CPU, LONG)
+ROWS["pre_pt_recipe_3k"] = ("pre_pt_recipe trained for 3000 iterations", PRE_PT, LONG)
 VAL = "synthetic_fabric_val"
 TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
 
