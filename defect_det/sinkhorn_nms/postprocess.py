@@ -15,7 +15,7 @@ from typing import List, Tuple
 import torch
 from detectron2.structures import Boxes, Instances
 
-from ..modeling.roi_heads.postprocess import BOX_POSTPROCESSOR_REGISTRY, BoxPostProcessor
+from ..modeling.roi_heads.postprocess import BOX_POSTPROCESSOR_REGISTRY, BoxPostProcessor, candidates_from_predictions
 from .loss import sinkhorn_nms_matching_loss
 from .nms import SinkhornNMSParams, pad_candidates, sinkhorn_nms
 
@@ -35,22 +35,6 @@ def sinkhorn_nms_params_from_cfg(cfg) -> SinkhornNMSParams:
         return p.check()
     except ValueError as e:
         raise ValueError(f"MODEL.SINKHORN_NMS: {e}") from None
-
-
-def candidates_from_predictions(boxes, scores, image_shape, score_thresh):
-    """Detectron2's per-image filtering: boxes (R, C*4) or (R, 4), scores (R, C+1) ->
-    candidate boxes (n, 4), scores (n,), classes (n,), proposal index (n,)."""
-    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    idx = valid.nonzero().squeeze(1)
-    boxes, scores = boxes[idx], scores[idx, :-1]
-    num_reg = boxes.shape[1] // 4
-    b = Boxes(boxes.reshape(-1, 4))
-    b.clip(image_shape)
-    boxes = b.tensor.view(-1, num_reg, 4)
-    keep = scores > score_thresh
-    inds = keep.nonzero()  # (n, 2): proposal, class
-    boxes = boxes[inds[:, 0], 0] if num_reg == 1 else boxes[keep]
-    return boxes, scores[keep], inds[:, 1], idx[inds[:, 0]]
 
 
 def sinkhorn_fast_rcnn_inference(

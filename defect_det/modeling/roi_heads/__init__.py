@@ -12,7 +12,15 @@ from .heads import (
     DefectStandardROIHeads,
     ImageInputsMixin,
 )
-from .postprocess import BOX_POSTPROCESSOR_REGISTRY, NMS_TYPES, BoxPostProcessor, HardNMS, build_box_postprocessor
+from .postprocess import (
+    BOX_POSTPROCESSOR_REGISTRY,
+    NMS_TYPES,
+    BoxPostProcessor,
+    HardNMS,
+    build_box_postprocessor,
+    candidates_from_predictions,
+)
+from .soft_nms import SOFT_NMS_METHODS, SoftNMS, soft_nms
 from .proposal_jitter import GTJitterMixin, add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
 
 __all__ = [
@@ -27,12 +35,16 @@ __all__ = [
     "ImageInputsMixin",
     "NMS_TYPES",
     "PIXELS_KEY",
+    "SOFT_NMS_METHODS",
+    "SoftNMS",
     "TEMPLATE_PIXELS_KEY",
     "TEMPLATE_PIXELS_VALID_KEY",
     "add_jittered_gt_proposals",
     "add_roi_heads_config",
     "build_box_postprocessor",
+    "candidates_from_predictions",
     "gt_jitter_from_cfg",
     "jitter_boxes",
+    "soft_nms",
     "suppress_contained",
 ]

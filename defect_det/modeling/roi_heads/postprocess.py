@@ -16,7 +16,8 @@ of a post-processor held by its box predictor, built from the config by :func:`b
   ``fast_rcnn_inference``.
 
 ``MODEL.ROI_HEADS.NMS_TYPE`` names the post-processor: ``"hard"`` (:class:`HardNMS`, Detectron2's
-per-class NMS, its own code path), ``"sinkhorn"`` (``SinkhornNMS``, defect_det/sinkhorn_nms/), or the
+per-class NMS, its own code path), ``"sinkhorn"`` (``SinkhornNMS``, defect_det/sinkhorn_nms/), ``"soft"``
+(``SoftNMS``, :mod:`.soft_nms`), or the
 name of any class registered in :data:`BOX_POSTPROCESSOR_REGISTRY` (a user's own, e.g. Soft-NMS).
 A post-processor may also contribute training losses (:meth:`BoxPostProcessor.losses`), which is how
 end-to-end Sinkhorn NMS training enters the box predictor without a branch there.
@@ -25,10 +26,11 @@ from typing import Dict, List, Tuple
 
 import torch
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.registry import Registry
 
-__all__ = ["BOX_POSTPROCESSOR_REGISTRY", "BoxPostProcessor", "HardNMS", "build_box_postprocessor", "NMS_TYPES"]
+__all__ = ["BOX_POSTPROCESSOR_REGISTRY", "BoxPostProcessor", "HardNMS", "build_box_postprocessor",
+           "candidates_from_predictions", "NMS_TYPES"]
 
 BOX_POSTPROCESSOR_REGISTRY = Registry("BOX_POSTPROCESSOR")
 BOX_POSTPROCESSOR_REGISTRY.__doc__ = """
@@ -37,7 +39,23 @@ class is built as ``cls(cfg)`` and called as ``(boxes, scores, image_shapes, sco
 """
 
 # the short names of MODEL.ROI_HEADS.NMS_TYPE -> registered class names
-NMS_TYPES = {"hard": "HardNMS", "sinkhorn": "SinkhornNMS"}
+NMS_TYPES = {"hard": "HardNMS", "sinkhorn": "SinkhornNMS", "soft": "SoftNMS"}
+
+
+def candidates_from_predictions(boxes, scores, image_shape, score_thresh):
+    """Detectron2's per-image filtering: boxes (R, C*4) or (R, 4), scores (R, C+1) ->
+    candidate boxes (n, 4), scores (n,), classes (n,), proposal index (n,)."""
+    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    idx = valid.nonzero().squeeze(1)
+    boxes, scores = boxes[idx], scores[idx, :-1]
+    num_reg = boxes.shape[1] // 4
+    b = Boxes(boxes.reshape(-1, 4))
+    b.clip(image_shape)
+    boxes = b.tensor.view(-1, num_reg, 4)
+    keep = scores > score_thresh
+    inds = keep.nonzero()  # (n, 2): proposal, class
+    boxes = boxes[inds[:, 0], 0] if num_reg == 1 else boxes[keep]
+    return boxes, scores[keep], inds[:, 1], idx[inds[:, 0]]
 
 
 class BoxPostProcessor:
