@@ -108,6 +108,8 @@ ROWS["base_pt"] = ("no template, recipe defaults, backbone pre-trained on images
                    CPU, IMAGE_PT)
 ROWS["pre_pt_lr2"] = ("pre_pt_recipe with AdamW lr 2e-3 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.002"])
 ROWS["pre_pt_lr05"] = ("pre_pt_recipe with AdamW lr 5e-4 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.0005"])
+ROWS["pre_pt_lr025"] = ("pre_pt_recipe with AdamW lr 2.5e-4 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.00025"])
+ROWS["base_lr05"] = ("no template, recipe defaults, AdamW lr 5e-4 (was 1e-3)", CPU, ["SOLVER.BASE_LR", "0.0005"])
 # longer schedules: is the budget the limit? (3x the benchmark's 1000 iterations, same recipe)
 # (a checkpoint every 500 iterations: a long row resumes where an interrupted session left it)
 LONG = schedule_opts(3000) + ["SOLVER.CHECKPOINT_PERIOD", "500"]
