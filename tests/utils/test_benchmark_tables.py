@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from defect_det.utils import demo_report, recipe_search
+from defect_det.utils import demo_report, recipe_search, table_runner
 
 
 
@@ -52,15 +52,15 @@ def test_evaluation_only_rows_read_their_base_rows_weights(tmp_path, monkeypatch
     tool = recipe_search
     key = next(iter(tool.EVAL_ONLY))
     base = tool.EVAL_ONLY[key]
-    args = tool.argparse.Namespace(
+    args = table_runner.argparse.Namespace(
         out=str(tmp_path / "out"), results=str(tmp_path / "r"), final=False, iters=7, opts=[], threads=1)
     with pytest.raises(SystemExit, match=f"train row '{base}'"):
-        tool.start_row(args, key, 0)
+        table_runner.start_row(tool.SPEC, args, key, 0)
     (tmp_path / "out" / f"{base}_s0").mkdir(parents=True)
     (tmp_path / "out" / f"{base}_s0" / "model_final.pth").write_bytes(b"")
     started = {}
-    monkeypatch.setattr(tool.subprocess, "Popen", lambda cmd, **kw: started.setdefault("cmd", cmd))
-    tool.start_row(args, key, 0)
+    monkeypatch.setattr(table_runner.subprocess, "Popen", lambda cmd, **kw: started.setdefault("cmd", cmd))
+    table_runner.start_row(tool.SPEC, args, key, 0)
     cmd = started["cmd"]
     assert "--eval-only" in cmd and "--resume" not in cmd
     assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(tmp_path / "out" / f"{base}_s0" / "model_final.pth")

@@ -1,0 +1,253 @@
+"""Results as data: the runner behind every benchmark table (``tools/recipe_search.py``, ``tools/rddn_table.py``).
+
+A table is a :class:`TableSpec`: rows (key -> (label, config, overrides)), evaluation-only rows (a row that
+trains nothing but evaluates another row's weights with its own config), the validation dataset every
+choice is made on and the test datasets evaluated once per chosen row, where the JSON records go and how
+the table is rendered. The runner
+
+- trains each (row, seed) through ``tools/train_net.py`` as a subprocess with ``--threads`` intra-op
+  threads and no DataLoader workers, ``--jobs`` at a time, resuming an interrupted training
+  (``--resume``, checkpoints every 250 iterations);
+- writes one JSON record per (row, seed) — row, label, config, overrides, seed, iterations, threads,
+  processes sharing the cores, git commit, command, metrics (with their bootstrap intervals), wall time,
+  date — to ``<results>/<row>_s<seed>.json`` (``--final``: ``<results>/final/``), atomically;
+- never recomputes a row whose record exists (``--force`` does), so a table run interrupted by the end of
+  a session continues where it stopped;
+- renders the table from the records alone (``--render``).
+
+``--final`` evaluates a trained row's ``model_final.pth`` on the test datasets, without training: use it
+once per row, after the row was chosen on validation.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .tables import git_commit, schedule_opts
+
+__all__ = ["REPO", "Row", "TableSpec", "finish_row", "fmt_ap", "get_parser", "load_records", "main",
+           "refresh_ci", "result_path", "run_rows", "start_row"]
+
+# the repository root of a source checkout: rows run there (configs, tools/train_net.py, default paths)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+Row = Tuple[str, str, List[str]]  # (label: what differs, config file, KEY VALUE overrides)
+
+
+@dataclass
+class TableSpec:
+    """What a table runs and where its records go (module doc)."""
+
+    name: str                                    # log prefix and tool name
+    rows: Dict[str, Row]                         # key -> row, in table order
+    val: str                                     # the validation dataset (every choice)
+    test: Tuple[str, ...]                        # the test datasets (``--final``, once per chosen row)
+    results: str                                 # default folder of the JSON records (relative to REPO)
+    out: str                                     # default folder of the training runs
+    render: Callable[["TableSpec", argparse.Namespace], str]  # records -> markdown (also writes it)
+    eval_only: Dict[str, str] = field(default_factory=dict)   # row -> the row whose weights it evaluates
+    iters: int = 1000                            # default training iterations of a row
+
+
+def _iters(args, opts):
+    """Training iterations of a row: ``--iters`` unless the row's overrides set SOLVER.MAX_ITER."""
+    opts = list(opts)
+    return int(opts[opts.index("SOLVER.MAX_ITER") + 1]) if "SOLVER.MAX_ITER" in opts else args.iters
+
+
+def result_path(args, key, seed):
+    """``<args.results>[/final]/<key>_s<seed>.json``: the JSON record of one row and seed."""
+    return os.path.join(args.results, "final" if args.final else "", f"{key}_s{seed}.json")
+
+
+def start_row(spec: TableSpec, args, key: str, seed: int):
+    """Start one row's training (or, with ``--final`` or for an evaluation-only row, its evaluation) as a
+    subprocess; returns (Popen, out dir, command, start time)."""
+    label, cfg, opts = spec.rows[key]
+    own_dir = os.path.join(args.out, f"{key}_s{seed}")
+    out = os.path.join(own_dir, "final") if args.final else own_dir
+    # an evaluation-only row reads the weights of the row it re-evaluates
+    train_dir = os.path.join(args.out, f"{spec.eval_only[key]}_s{seed}") if key in spec.eval_only else own_dir
+    os.makedirs(out, exist_ok=True)
+    cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", cfg,
+           "--save-results", os.path.join(out, "results.json")]
+    cmd += ["OUTPUT_DIR", out, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0"]
+    cmd += schedule_opts(args.iters) + ["SOLVER.CHECKPOINT_PERIOD", "250"] + list(opts) + list(args.opts)
+    if args.final or key in spec.eval_only:
+        weights = os.path.join(train_dir, "model_final.pth")
+        if not os.path.isfile(weights):
+            base = spec.eval_only.get(key, key)
+            raise SystemExit(f"error: {weights} missing: train row {base!r} (seed {seed}) first, without --final")
+        cmd.insert(2, "--eval-only")
+        test = str(tuple(spec.test)).replace(" ", "") if args.final else f"('{spec.val}',)"
+        cmd += ["MODEL.WEIGHTS", weights, "DATASETS.TEST", test]
+    else:
+        cmd.insert(2, "--resume")
+        cmd += ["DATASETS.TEST", f"('{spec.val}',)"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    log = open(os.path.join(out, "stdout.log"), "a")
+    print(f"[{spec.name}] start {key} seed {seed}: {' '.join(cmd)}", flush=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), out, cmd, time.time()
+
+
+def finish_row(spec: TableSpec, args, key, seed, proc, out, cmd, t0) -> bool:
+    """Wait for a row started by :func:`start_row` and write its JSON record (module doc) to
+    :func:`result_path`; returns False (and writes nothing) when the run failed or left no ``results.json``."""
+    rc = proc.wait()
+    res_file = os.path.join(out, "results.json")
+    if rc != 0 or not os.path.isfile(res_file):
+        print(f"[{spec.name}] {key} seed {seed} FAILED (exit {rc}); see {out}/stdout.log", flush=True)
+        return False
+    with open(res_file) as f:
+        metrics = json.load(f)
+    label, cfg, opts = spec.rows[key]
+    record = {
+        "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
+        "iters": _iters(args, opts), "threads": args.threads,
+        "jobs": args.sharing or args.jobs, "commit": git_commit(),
+        "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = result_path(args, key, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"[{spec.name}] done {key} seed {seed}: {record['wall_s'] / 60:.1f} min -> {path}", flush=True)
+    return True
+
+
+def fmt_ap(m: dict, k: str) -> str:
+    """``AP [low, high]`` of metric ``k`` of the metrics dict ``m`` (``-`` when missing)."""
+    v = m.get(k)
+    if v is None:
+        return "-"
+    lo, hi = m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")
+    return f"{v:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
+
+
+def load_records(spec: TableSpec, folder: str) -> List[dict]:
+    """Every JSON record of ``folder``, in the spec's row order, then by seed."""
+    recs = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name)) as f:
+                    recs.append(json.load(f))
+    order = {k: i for i, k in enumerate(spec.rows)}
+    recs.sort(key=lambda r: (order.get(r["row"], len(order)), r["seed"]))
+    return recs
+
+
+def run_rows(spec: TableSpec, args) -> List[Tuple[str, int]]:
+    """Run every (row, seed) of ``args.rows`` x ``args.seeds`` without a record (all with ``--force``),
+    ``args.jobs`` at a time; returns the failed ones."""
+    keys = list(spec.rows) if args.rows is None else args.rows
+    unknown = [k for k in keys if k not in spec.rows]
+    if unknown:
+        raise SystemExit(f"error: unknown rows {unknown}; known: {list(spec.rows)}")
+    todo = [(k, s) for s in args.seeds for k in keys if args.force or not os.path.isfile(result_path(args, k, s))]
+    # an evaluation-only row needs its source row's weights: run sources first
+    todo.sort(key=lambda ks: ks[0] in spec.eval_only)
+    print(f"[{spec.name}] {len(todo)} row(s) to run: {todo}", flush=True)
+    running, failed = [], []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            k, s = todo[0]
+            src = spec.eval_only.get(k)
+            if src is not None and any(r[:2] == (src, s) for r in running):
+                break  # wait for the row whose weights it evaluates
+            todo.pop(0)
+            running.append((k, s, *start_row(spec, args, k, s)))
+        time.sleep(5)
+        for item in list(running):
+            if item[2].poll() is not None:
+                running.remove(item)
+                if not finish_row(spec, args, *item):
+                    failed.append(item[:2])
+    return failed
+
+
+def get_parser(spec: TableSpec, description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line shared by the table tools (``description``: the tool's ``--help`` text)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="*", default=None, help="row keys, started in this order (default: all)")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--iters", type=int, default=spec.iters,
+                   help="training iterations of every row (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="rows trained at the same time (default: %(default)s)")
+    p.add_argument("--sharing", type=int, default=0,
+                   help="CPU-bound processes on the machine, recorded as 'rows at once' (default: --jobs); "
+                        "e.g. 2 when one row trains beside a pre-training run")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per row (default: %(default)s)")
+    p.add_argument("--out", default=spec.out)
+    p.add_argument("--results", default=spec.results)
+    p.add_argument("--force", action="store_true", help="rerun rows whose results exist")
+    p.add_argument("--list", action="store_true", help="list the rows, then exit")
+    p.add_argument("--render", action="store_true", help="only render the table from the results")
+    p.add_argument("--refresh-ci", action="store_true",
+                   help="recompute every stored row's AP50 intervals from its saved detections, then render")
+    p.add_argument("--final", action="store_true",
+                   help="evaluate trained rows on the TEST splits (once, for rows chosen on validation)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE overrides for every row")
+    return p
+
+
+def refresh_ci(spec: TableSpec, args):
+    """Recompute the AP50 intervals of every stored row from its saved detections
+    (``<out>/<row>_s<seed>[/final]/inference/<dataset>/coco_instances_results.json``) with the current
+    :func:`~defect_det.evaluation.bootstrap_ap50` (e.g. after a change of the interval method)."""
+    import contextlib
+    import io
+
+    from detectron2.data import MetadataCatalog
+    from pycocotools.coco import COCO
+
+    from ..evaluation import bootstrap_ap50
+
+    for final in (False, True):
+        folder = os.path.join(args.results, "final") if final else args.results
+        for rec in load_records(spec, folder):
+            run = os.path.join(args.out, f"{rec['row']}_s{rec['seed']}", "final" if final else "")
+            for ds, res in rec["metrics"].items():
+                dets = os.path.join(run, "inference", ds, "coco_instances_results.json")
+                if not os.path.isfile(dets):
+                    print(f"[{spec.name}] {dets} missing: interval of {rec['row']} on {ds} kept")
+                    continue
+                with open(dets) as f, contextlib.redirect_stdout(io.StringIO()):
+                    gt = COCO(MetadataCatalog.get(ds).json_file)
+                    dts = json.load(f)
+                for key, agn in (("AP50", False), ("AP50_agnostic", True)):
+                    _, lo, hi = bootstrap_ap50(gt, dts, class_agnostic=agn)
+                    res["bbox"][f"{key}_ci_low"], res["bbox"][f"{key}_ci_high"] = lo, hi
+            path = os.path.join(folder, f"{rec['row']}_s{rec['seed']}.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(rec, f, indent=1)
+            os.replace(path + ".tmp", path)
+            print(f"[{spec.name}] intervals refreshed: {path}")
+
+
+def main(spec: TableSpec, argv: Optional[Sequence[str]] = None, description: Optional[str] = None):
+    """Parse ``argv`` (default ``sys.argv[1:]``) and, from :data:`REPO`: list the rows (``--list``),
+    render the table (``--render``; returns it as text), refresh the intervals (``--refresh-ci``), or run
+    the rows not done yet, ``--jobs`` at a time, then render. Unknown or failed rows raise ``SystemExit``."""
+    args = get_parser(spec, description).parse_args(argv)
+    os.chdir(REPO)
+    if args.list:
+        for key, (label, cfg, opts) in spec.rows.items():
+            src = f"  [evaluates the weights of {spec.eval_only[key]}]" if key in spec.eval_only else ""
+            print(f"{key:22s} {cfg:58s} {' '.join(opts)}  # {label}{src}")
+        return None
+    if args.refresh_ci:
+        refresh_ci(spec, args)
+    if args.render or args.refresh_ci:
+        return spec.render(spec, args)
+    failed = run_rows(spec, args)
+    spec.render(spec, args)
+    if failed:
+        raise SystemExit(f"error: failed rows {failed}")
+    return None
