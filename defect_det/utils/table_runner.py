@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .tables import git_commit, schedule_opts
 
 __all__ = ["REPO", "Row", "TableSpec", "finish_row", "fmt_ap", "get_parser", "load_records", "main",
-           "refresh_ci", "result_path", "run_rows", "start_row"]
+           "refresh_ci", "result_path", "run_rows", "start_row", "write_readme_section"]
 
 # the repository root of a source checkout: rows run there (configs, tools/train_net.py, default paths)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,6 +128,26 @@ def fmt_ap(m: dict, k: str) -> str:
         return "-"
     lo, hi = m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")
     return f"{v:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
+
+
+def write_readme_section(readme: str, mark: str, text: str) -> bool:
+    """Replace what lies between the lines ``<!-- <mark>:begin -->`` and ``<!-- <mark>:end -->`` of the
+    markdown file ``readme`` by ``text`` (written atomically); False, and nothing written, when the file or
+    the markers are missing."""
+    begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"
+    if not os.path.isfile(readme):
+        return False
+    with open(readme) as f:
+        s = f.read()
+    i, j = s.find(begin), s.find(end)
+    if i < 0 or j < i:
+        print(f"[table_runner] {readme} has no {begin} ... {end} section: README not updated")
+        return False
+    s = s[: i + len(begin)] + "\n" + text.strip() + "\n" + s[j:]
+    with open(readme + ".tmp", "w") as f:
+        f.write(s)
+    os.replace(readme + ".tmp", readme)
+    return True
 
 
 def load_records(spec: TableSpec, folder: str) -> List[dict]:
