@@ -25,3 +25,6 @@ def add_sinkhorn_nms_config(cfg):
     # MODEL.ROI_HEADS.NMS_TYPE "sinkhorn" (the loss is the post-processor's).
     _c.E2E_LOSS_WEIGHT = 0.0
     _c.E2E_TOPK = 300       # candidates per image entering that loss
+    # The loss weight rises linearly from 0 to E2E_LOSS_WEIGHT over these iterations (0 = at once): the way to
+    # fine-tune a trained detector through the suppression (from scratch, weight 1.0 at once diverged).
+    _c.E2E_WARMUP_ITERS = 0

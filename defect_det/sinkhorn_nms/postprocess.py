@@ -82,18 +82,23 @@ class SinkhornNMS(BoxPostProcessor):
     ``E2E_TOPK`` best candidates per image."""
 
     def __init__(self, cfg=None, *, params: SinkhornNMSParams = None, nms_thresh: float = 0.5,
-                 topk_per_image: int = 100, e2e_loss_weight: float = 0.0, e2e_topk: int = 300):
+                 topk_per_image: int = 100, e2e_loss_weight: float = 0.0, e2e_topk: int = 300,
+                 e2e_warmup_iters: int = 0):
         if cfg is not None:
             params = sinkhorn_nms_params_from_cfg(cfg)
             nms_thresh, topk_per_image = cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
             e2e_loss_weight, e2e_topk = cfg.MODEL.SINKHORN_NMS.E2E_LOSS_WEIGHT, cfg.MODEL.SINKHORN_NMS.E2E_TOPK
+            e2e_warmup_iters = cfg.MODEL.SINKHORN_NMS.E2E_WARMUP_ITERS
         if e2e_loss_weight < 0:
             raise ValueError(f"MODEL.SINKHORN_NMS.E2E_LOSS_WEIGHT must be >= 0, got {e2e_loss_weight}")
+        if e2e_warmup_iters < 0:
+            raise ValueError(f"MODEL.SINKHORN_NMS.E2E_WARMUP_ITERS must be >= 0, got {e2e_warmup_iters}")
         self.params = params or SinkhornNMSParams()
         self.nms_thresh = float(nms_thresh)
         self.topk_per_image = int(topk_per_image)
         self.e2e_loss_weight = float(e2e_loss_weight)
         self.e2e_topk = int(e2e_topk)
+        self.e2e_warmup_iters = int(e2e_warmup_iters)
         self.has_losses = self.e2e_loss_weight > 0
 
     def __call__(self, boxes, scores, image_shapes, score_thresh):
@@ -101,7 +106,9 @@ class SinkhornNMS(BoxPostProcessor):
                                             self.topk_per_image, self.params)
 
     def losses(self, boxes, scores, proposals, num_classes, score_thresh):
-        """``{"loss_sinkhorn_nms": weight * loss}`` ({} with weight 0). The image's ground truths are the
+        """``{"loss_sinkhorn_nms": weight * ramp * loss}`` ({} with weight 0); ``ramp = min(1, (iter + 1) /
+        E2E_WARMUP_ITERS)`` (1 without warm-up), iter from the EventStorage — the loss weight rises linearly,
+        e.g. when fine-tuning a trained detector through the suppression. The image's ground truths are the
         distinct matched GT boxes of its foreground proposals (Detectron2 appends every GT box to the
         proposals in training)."""
         if self.e2e_loss_weight <= 0:
@@ -119,4 +126,9 @@ class SinkhornNMS(BoxPostProcessor):
             gt_classes.append(rows[:, 4].long())
         loss = sinkhorn_nms_matching_loss(boxes, scores, gt_boxes, gt_classes, [p.image_size for p in proposals],
                                           self.params, score_thresh=score_thresh, topk=self.e2e_topk)
-        return {"loss_sinkhorn_nms": self.e2e_loss_weight * loss}
+        ramp = 1.0
+        if self.e2e_warmup_iters > 0:
+            from detectron2.utils.events import get_event_storage
+
+            ramp = min(1.0, (get_event_storage().iter + 1) / self.e2e_warmup_iters)
+        return {"loss_sinkhorn_nms": (self.e2e_loss_weight * ramp) * loss}

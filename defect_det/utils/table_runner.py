@@ -1,7 +1,8 @@
 """Results as data: the runner behind every benchmark table (``tools/recipe_search.py``, ``tools/rddn_table.py``).
 
 A table is a :class:`TableSpec`: rows (key -> (label, config, overrides)), evaluation-only rows (a row that
-trains nothing but evaluates another row's weights with its own config), the validation dataset every
+trains nothing but evaluates another row's weights with its own config), warm-started rows (a row that
+fine-tunes another row's trained weights), the validation dataset every
 choice is made on and the test datasets evaluated once per chosen row, where the JSON records go and how
 the table is rendered. The runner
 
@@ -50,6 +51,7 @@ class TableSpec:
     out: str                                     # default folder of the training runs
     render: Callable[["TableSpec", argparse.Namespace], str]  # records -> markdown (also writes it)
     eval_only: Dict[str, str] = field(default_factory=dict)   # row -> the row whose weights it evaluates
+    init_from: Dict[str, str] = field(default_factory=dict)   # row -> the row whose weights it starts from
     iters: int = 1000                            # default training iterations of a row
 
 
@@ -86,7 +88,12 @@ def start_row(spec: TableSpec, args, key: str, seed: int):
         test = str(tuple(spec.test)).replace(" ", "") if args.final else f"('{spec.val}',)"
         cmd += ["MODEL.WEIGHTS", weights, "DATASETS.TEST", test]
     else:
-        cmd.insert(2, "--resume")
+        cmd.insert(2, "--resume")  # its own last checkpoint if any, else MODEL.WEIGHTS
+        if key in spec.init_from:  # warm start: fine-tune another row's trained weights
+            src = os.path.join(args.out, f"{spec.init_from[key]}_s{seed}", "model_final.pth")
+            if not os.path.isfile(src):
+                raise SystemExit(f"error: {src} missing: train row {spec.init_from[key]!r} (seed {seed}) first")
+            cmd += ["MODEL.WEIGHTS", src]
         cmd += ["DATASETS.TEST", f"('{spec.val}',)"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     log = open(os.path.join(out, "stdout.log"), "a")
@@ -171,14 +178,15 @@ def run_rows(spec: TableSpec, args) -> List[Tuple[str, int]]:
     if unknown:
         raise SystemExit(f"error: unknown rows {unknown}; known: {list(spec.rows)}")
     todo = [(k, s) for s in args.seeds for k in keys if args.force or not os.path.isfile(result_path(args, k, s))]
-    # an evaluation-only row needs its source row's weights: run sources first
-    todo.sort(key=lambda ks: ks[0] in spec.eval_only)
+    # an evaluation-only or warm-started row needs its source row's weights: run sources first
+    deps = {**spec.eval_only, **spec.init_from}
+    todo.sort(key=lambda ks: ks[0] in deps)
     print(f"[{spec.name}] {len(todo)} row(s) to run: {todo}", flush=True)
     running, failed = [], []
     while todo or running:
         while todo and len(running) < args.jobs:
             k, s = todo[0]
-            src = spec.eval_only.get(k)
+            src = deps.get(k)
             if src is not None and any(r[:2] == (src, s) for r in running):
                 break  # wait for the row whose weights it evaluates
             todo.pop(0)
@@ -259,7 +267,8 @@ def main(spec: TableSpec, argv: Optional[Sequence[str]] = None, description: Opt
     os.chdir(REPO)
     if args.list:
         for key, (label, cfg, opts) in spec.rows.items():
-            src = f"  [evaluates the weights of {spec.eval_only[key]}]" if key in spec.eval_only else ""
+            src = f"  [evaluates the weights of {spec.eval_only[key]}]" if key in spec.eval_only else (
+                f"  [starts from the weights of {spec.init_from[key]}]" if key in spec.init_from else "")
             print(f"{key:22s} {cfg:58s} {' '.join(opts)}  # {label}{src}")
         return None
     if args.refresh_ci:

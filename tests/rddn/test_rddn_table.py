@@ -72,3 +72,22 @@ def test_evaluation_only_rows_wait_for_their_source(tmp_path, monkeypatch):
     assert started == ["baseline", "post"]
     with pytest.raises(SystemExit, match="unknown rows"):
         table_runner.run_rows(rddn_table.SPEC, table_runner.get_parser(rddn_table.SPEC).parse_args(["--rows", "nope"]))
+
+
+def test_warm_started_row_trains_from_its_source(tmp_path, monkeypatch):
+    spec = table_runner.TableSpec(
+        name="t", rows={"a": ("a", "cfg.yaml", []), "b": ("b from a", "cfg.yaml", ["X", "1"])}, val="v",
+        test=("t1",), results=str(tmp_path / "r"), out=str(tmp_path / "out"), render=lambda s, a: "",
+        init_from={"b": "a"})
+    args = table_runner.get_parser(spec).parse_args([])
+    with pytest.raises(SystemExit, match="train row 'a'"):
+        table_runner.start_row(spec, args, "b", 0)
+    (tmp_path / "out" / "a_s0").mkdir(parents=True)
+    (tmp_path / "out" / "a_s0" / "model_final.pth").write_bytes(b"")
+    started = {}
+    monkeypatch.setattr(table_runner.subprocess, "Popen", lambda cmd, **kw: started.setdefault("cmd", cmd))
+    table_runner.start_row(spec, args, "b", 0)
+    cmd = started["cmd"]
+    assert "--resume" in cmd and "--eval-only" not in cmd
+    assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(tmp_path / "out" / "a_s0" / "model_final.pth")
+    assert cmd[cmd.index("X") + 1] == "1"

@@ -112,3 +112,28 @@ def test_e2e_training_smoke(tiny_fabric, tmp_path):
     trainer.train()
     hist = trainer.storage.history("loss_sinkhorn_nms").values()
     assert len(hist) == 6 and all(torch.isfinite(torch.tensor(v)) for v, _ in hist)
+
+
+def test_e2e_loss_weight_ramps_in_over_the_warmup():
+    """E2E_WARMUP_ITERS: the end-to-end loss weight rises linearly to E2E_LOSS_WEIGHT."""
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    from defect_det.sinkhorn_nms import SinkhornNMS
+
+    torch.manual_seed(0)
+    boxes = [torch.tensor([[10.0, 10.0, 40.0, 40.0], [12.0, 11.0, 41.0, 42.0], [60.0, 60.0, 90.0, 80.0]])]
+    scores = [torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])]
+    prop = Instances((100, 100))
+    prop.proposal_boxes = Boxes(boxes[0])
+    prop.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 40.0, 40.0]] * 3))
+    prop.gt_classes = torch.tensor([0, 0, 1])  # the third is background (num_classes 1)
+    values = []
+    for it in (0, 49, 99, 300):
+        post = SinkhornNMS(e2e_loss_weight=2.0, e2e_warmup_iters=100)
+        with EventStorage(it):
+            values.append(float(post.losses(boxes, scores, [prop], 1, 0.05)["loss_sinkhorn_nms"]))
+    full = values[-1]
+    assert full > 0 and values == pytest.approx([full / 100, full / 2, full, full], rel=1e-5)
+    with pytest.raises(ValueError, match="E2E_WARMUP_ITERS"):
+        SinkhornNMS(e2e_warmup_iters=-1)
