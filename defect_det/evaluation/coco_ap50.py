@@ -12,6 +12,7 @@ from detectron2.evaluation import COCOEvaluator
 
 from .ap50_bootstrap import AP50Matches, bootstrap_counts, bootstrap_interval, merge_categories
 from .build import EVALUATOR_REGISTRY
+from .detection_errors import detections_per_gt
 
 __all__ = [
     "DefectCOCOEvaluator",
@@ -98,7 +99,8 @@ class DefectCOCOEvaluator(COCOEvaluator):
     With ``cfg.TEST.BOOTSTRAP_ITERS`` > 0 (default 1000) the box task also returns 95% percentile
     bootstrap intervals over the test images, ``AP50_ci_low`` / ``AP50_ci_high`` and
     ``AP50_agnostic_ci_low`` / ``AP50_agnostic_ci_high`` (:mod:`.ap50_bootstrap`; both from the same
-    image draws, seeded by ``cfg.TEST.BOOTSTRAP_SEED``).
+    image draws, seeded by ``cfg.TEST.BOOTSTRAP_SEED``). ``dets_per_gt`` and ``dup_share``: the duplicates
+    NMS leaves (:func:`~.detection_errors.detections_per_gt` at score ``cfg.TEST.DUPLICATE_SCORE``).
     """
 
     def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None):
@@ -106,6 +108,7 @@ class DefectCOCOEvaluator(COCOEvaluator):
         test = cfg.TEST if cfg is not None else {}
         self._bootstrap_iters = int(test.get("BOOTSTRAP_ITERS", 1000))
         self._bootstrap_seed = int(test.get("BOOTSTRAP_SEED", 0))
+        self._duplicate_score = float(test.get("DUPLICATE_SCORE", 0.5))
         super().__init__(
             dataset_name,
             tasks=("bbox", "segm") if masks else ("bbox",),
@@ -127,6 +130,13 @@ class DefectCOCOEvaluator(COCOEvaluator):
             self._logger.info(f"Class-agnostic bbox AP50 (every class merged): {ap:.2f}")
             if self._bootstrap_iters > 0:
                 self._bootstrap_ap50(results, max_dets, img_ids)
+            ids = set(img_ids) if img_ids is not None else None
+            anns = [a for a in self._coco_api.dataset.get("annotations", []) if ids is None or a["image_id"] in ids]
+            dup = detections_per_gt(anns, results, self._duplicate_score)
+            self._results["bbox"]["dets_per_gt"] = dup["dets_per_gt"]
+            self._results["bbox"]["dup_share"] = dup["dup_share"]
+            self._logger.info(f"Detections per found box (score >= {self._duplicate_score}, IoU >= 0.5): "
+                              f"{dup['dets_per_gt']:.3f}; boxes found more than once: {dup['dup_share']:.3f}")
 
     def _bootstrap_ap50(self, results, max_dets, img_ids):
         """Add ``AP50_ci_low/high`` and ``AP50_agnostic_ci_low/high`` to the bbox results: 95%

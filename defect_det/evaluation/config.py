@@ -14,3 +14,5 @@ def add_evaluation_config(cfg):
     cfg.TEST.BOOTSTRAP_ITERS = 1000
     # Seed of the bootstrap image draws (fixed, so the interval is reproducible).
     cfg.TEST.BOOTSTRAP_SEED = 0
+    # DefectCOCOEvaluator's duplicate metrics (dets_per_gt, dup_share): detections scored at least this count.
+    cfg.TEST.DUPLICATE_SCORE = 0.5

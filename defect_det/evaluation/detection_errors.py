@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["KINDS", "detection_errors", "format_report", "get_parser", "main"]
+__all__ = ["KINDS", "detection_errors", "detections_per_gt", "format_report", "get_parser", "main"]
 
 KINDS = ("TP", "duplicate", "wrong_cls", "poor_loc", "bg", "bg_normal")
 
@@ -33,6 +33,38 @@ def _iou(a, b):
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
+
+
+def detections_per_gt(annotations: list, dets: list, score_thresh: float = 0.5, iou_thresh: float = 0.5) -> dict:
+    """
+    What NMS changes: how many detections each found defect gets.
+
+    Args:
+        annotations: COCO ground-truth annotations (``image_id``, ``category_id``, ``bbox`` XYWH; crowd ones
+            are skipped).
+        dets: COCO results (``image_id``, ``category_id``, ``bbox`` XYWH, ``score``).
+        score_thresh: detections below this score are ignored (a production threshold, not AP's 0.05).
+        iou_thresh: a detection "covers" a box of its class at this IoU or more.
+    Returns:
+        ``{"dets_per_gt": mean number of covering detections over the boxes covered at least once (1.0 =
+        no duplicate), "dup_share": share of those boxes covered twice or more, "found": their number,
+        "gts": number of boxes}`` (NaN means when no box is covered).
+    """
+    by_image = defaultdict(list)
+    for d in dets:
+        if d["score"] >= score_thresh:
+            by_image[d["image_id"]].append(d)
+    counts = []
+    gts = [a for a in annotations if not a.get("iscrowd", 0)]
+    for a in gts:
+        n = sum(1 for d in by_image.get(a["image_id"], ())
+                if d["category_id"] == a["category_id"] and _iou(d["bbox"], a["bbox"]) >= iou_thresh)
+        if n:
+            counts.append(n)
+    nan = float("nan")
+    return {"dets_per_gt": float(np.mean(counts)) if counts else nan,
+            "dup_share": float(np.mean([c > 1 for c in counts])) if counts else nan,
+            "found": len(counts), "gts": len(gts)}
 
 
 def detection_errors(gt: dict, dets: list, thresholds=(0.0, 0.3, 0.5, 0.7)) -> dict:

@@ -186,6 +186,7 @@ def test_evaluator_bootstrap_interval(tmp_path):
     for key in ("AP50", "AP50_agnostic"):
         assert perfect[key + "_ci_low"] == pytest.approx(100.0) and perfect[key + "_ci_high"] == pytest.approx(100.0)
     assert "100.0 [100.0, 100.0]" in format_summary_table({"_t_fabric_boot": {"bbox": perfect}})
+    assert perfect["dets_per_gt"] == pytest.approx(1.0) and perfect["dup_share"] == pytest.approx(0.0)
 
     shifted = _predict(ev, dicts, shift=6.0)  # one of three boxes missed
     assert shifted["AP50_ci_low"] <= shifted["AP50"] <= shifted["AP50_ci_high"]
