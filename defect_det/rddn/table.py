@@ -14,13 +14,12 @@ A row **beats** the baseline only when the difference of the means exceeds both 
 over seeds (at least 2 seeds each); with one seed the cell says "1 seed".
 """
 import os
-import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from ..utils import table_runner
-from ..utils.table_runner import fmt_ap, load_records
+from ..utils.table_runner import load_records, seed_table
 
-__all__ = ["EVAL_ONLY", "ROWS", "SPEC", "TEST", "VAL", "main", "render", "summarize"]
+__all__ = ["EVAL_ONLY", "ROWS", "SPEC", "TEST", "VAL", "main", "render"]
 
 CFG = "configs/RDDN/synthetic/faster_rcnn_R18_FPN_{}.yaml"
 ALIGN = ["INPUT.TEMPLATE.ALIGN", "True"]
@@ -53,73 +52,17 @@ README = os.path.join("projects", "RDDN", "README.md")
 MARK = "rddn_table"
 
 
-def summarize(records: List[dict], dataset: str, metric: str = "AP50") -> Dict[str, dict]:
-    """Per row: ``{"values": [...] per seed, "mean", "std" (0 with one seed), "n", "record": the last}``
-    of ``metric`` on ``dataset``."""
-    out: Dict[str, dict] = {}
-    for r in records:
-        m = r["metrics"].get(dataset, {}).get("bbox", {})
-        if metric not in m:
-            continue
-        row = out.setdefault(r["row"], {"values": [], "record": r})
-        row["values"].append(float(m[metric]))
-        row["record"] = r
-    for row in out.values():
-        v = row["values"]
-        row.update(n=len(v), mean=statistics.fmean(v), std=statistics.stdev(v) if len(v) > 1 else 0.0)
-    return out
-
-
-def _cell(s: Optional[dict], dataset: str, metric: str) -> str:
-    if s is None:
-        return "-"
-    if s["n"] == 1:  # one seed: its bootstrap interval over images
-        return fmt_ap(s["record"]["metrics"][dataset]["bbox"], metric)
-    return f"{s['mean']:.1f} ± {s['std']:.1f} (n={s['n']})"
-
-
-def _versus(s: Optional[dict], base: Optional[dict]) -> str:
-    if s is None or base is None or s is base:
-        return ""
-    diff = s["mean"] - base["mean"]
-    if s["n"] < 2 or base["n"] < 2:
-        return f"{diff:+.1f} (1 seed)"
-    verdict = "beats" if diff > max(s["std"], base["std"]) else (
-        "worse" if -diff > max(s["std"], base["std"]) else "within noise")
-    return f"{diff:+.1f} ({verdict})"
-
-
-def _table(records: List[dict], datasets: Sequence[str], title: str) -> List[str]:
-    cols = []
-    for ds in datasets:
-        cols += [(ds, "AP50"), (ds, "AP50_agnostic")]
-    stats = {c: summarize(records, *c) for c in cols}
-    head = ["row", "iters"] + [f"{'AP50' if m == 'AP50' else 'any class'} {ds.replace('synthetic_fabric_', '')}"
-                               for ds, m in cols] + [f"vs baseline ({ds.replace('synthetic_fabric_', '')})"
-                                                      for ds in datasets]
-    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, (label, _, _) in ROWS.items():
-        row_stats = [stats[c].get(key) for c in cols]
-        if not any(row_stats):
-            continue
-        iters = next(s["record"]["iters"] for s in row_stats if s)
-        src = f" (weights of {EVAL_ONLY[key]})" if key in EVAL_ONLY else ""
-        cells = [_cell(s, *c) for s, c in zip(row_stats, cols)]
-        vs = [_versus(stats[(ds, "AP50")].get(key), stats[(ds, "AP50")].get("baseline")) for ds in datasets]
-        lines.append(f"| `{key}`: {label}{src} | {iters} | " + " | ".join(cells + vs) + " |")
-    return lines
-
-
 def render(args) -> str:
     """The validation and test tables from the JSON records (module doc); written to
     ``<results>/../rddn_table.md`` and into the README section when ``args.results`` is the default."""
     val = load_records(SPEC, args.results)
     final = load_records(SPEC, os.path.join(args.results, "final"))
-    lines = _table(val, [VAL], "Validation (`synthetic_fabric_val`; every choice is made on this table). "
-                               "AP50 in %: one seed: value [95% bootstrap interval over images]; several: "
-                               "mean ± std over seeds.")
+    lines = seed_table(SPEC, val, [VAL], "baseline",
+                       "Validation (`synthetic_fabric_val`; every choice is made on this table). AP50 in %: one "
+                       "seed: value [95% bootstrap interval over images]; several: mean ± std over seeds.")
     if final:
-        lines += [""] + _table(final, list(TEST), "Test (each row evaluated once, after the choice on validation):")
+        lines += [""] + seed_table(SPEC, final, list(TEST), "baseline",
+                                   "Test (each row evaluated once, after the choice on validation):")
     table = "\n".join(lines)
     folder = os.path.dirname(args.results.rstrip("/"))
     os.makedirs(folder, exist_ok=True)

@@ -22,6 +22,7 @@ once per row, after the row was chosen on validation.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .tables import git_commit, schedule_opts
 
 __all__ = ["REPO", "Row", "TableSpec", "finish_row", "fmt_ap", "get_parser", "load_records", "main",
-           "refresh_ci", "result_path", "run_rows", "start_row", "write_readme_section"]
+           "refresh_ci", "result_path", "run_rows", "seed_table", "start_row", "summarize", "versus",
+           "write_readme_section"]
 
 # the repository root of a source checkout: rows run there (configs, tools/train_net.py, default paths)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,6 +137,71 @@ def fmt_ap(m: dict, k: str) -> str:
         return "-"
     lo, hi = m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")
     return f"{v:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
+
+
+def summarize(records: List[dict], dataset: str, metric: str = "AP50") -> Dict[str, dict]:
+    """Per row: ``{"values": [...] per seed, "mean", "std" (0 with one seed), "n", "record": the last}``
+    of the box metric ``metric`` on ``dataset``."""
+    out: Dict[str, dict] = {}
+    for r in records:
+        m = r["metrics"].get(dataset, {}).get("bbox", {})
+        if metric not in m or m[metric] is None or m[metric] != m[metric]:  # missing or NaN
+            continue
+        row = out.setdefault(r["row"], {"values": [], "record": r})
+        row["values"].append(float(m[metric]))
+        row["record"] = r
+    for row in out.values():
+        v = row["values"]
+        row.update(n=len(v), mean=statistics.fmean(v), std=statistics.stdev(v) if len(v) > 1 else 0.0)
+    return out
+
+
+def _cell(s: Optional[dict], dataset: str, metric: str, digits: int) -> str:
+    if s is None:
+        return "-"
+    if s["n"] == 1:  # one seed: its bootstrap interval over images, where there is one
+        m = s["record"]["metrics"][dataset]["bbox"]
+        return fmt_ap(m, metric) if digits == 1 else f"{m[metric]:.{digits}f}"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} (n={s['n']})"
+
+
+def versus(s: Optional[dict], base: Optional[dict]) -> str:
+    """The difference of the means to the reference row and whether it counts: "beats" / "worse" when it
+    exceeds both rows' standard deviations over seeds (>= 2 seeds each), else "within noise"; "(1 seed)"."""
+    if s is None or base is None or s is base:
+        return ""
+    diff = s["mean"] - base["mean"]
+    if s["n"] < 2 or base["n"] < 2:
+        return f"{diff:+.1f} (1 seed)"
+    noise = max(s["std"], base["std"])
+    verdict = "beats" if diff > noise else ("worse" if -diff > noise else "within noise")
+    return f"{diff:+.1f} ({verdict})"
+
+
+def seed_table(spec: TableSpec, records: List[dict], datasets: Sequence[str], reference: str, title: str,
+               metrics: Sequence[Tuple[str, str, int]] = (("AP50", "AP50", 1), ("AP50_agnostic", "any class", 1))
+               ) -> List[str]:
+    """Markdown lines of a table over the spec's rows: per dataset, each of ``metrics`` (key, column name,
+    decimals) as value [interval] (one seed) or mean ± std (several), then AP50 against row ``reference``
+    (:func:`versus`)."""
+    cols = [(ds, key, name, digits) for ds in datasets for key, name, digits in metrics]
+    stats = {(ds, key): summarize(records, ds, key) for ds, key, _, _ in cols}
+    short = {ds: ds.replace("synthetic_fabric_", "") for ds in datasets}
+    head = ["row", "iters"] + [f"{name} {short[ds]}" for ds, _, name, _ in cols] + \
+           [f"AP50 vs {reference} ({short[ds]})" for ds in datasets]
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, (label, _, _) in spec.rows.items():
+        row_stats = [stats[(ds, k)].get(key) for ds, k, _, _ in cols]
+        if not any(row_stats):
+            continue
+        iters = next(s["record"]["iters"] for s in row_stats if s)
+        src = f" (weights of {spec.eval_only[key]})" if key in spec.eval_only else (
+            f" (from {spec.init_from[key]})" if key in spec.init_from else "")
+        cells = [_cell(s, ds, k, d) for s, (ds, k, _, d) in zip(row_stats, cols)]
+        vs = [versus(stats[(ds, "AP50")].get(key) if (ds, "AP50") in stats else None,
+                     stats[(ds, "AP50")].get(reference) if (ds, "AP50") in stats else None) for ds in datasets]
+        lines.append(f"| `{key}`: {label}{src} | {iters} | " + " | ".join(cells + vs) + " |")
+    return lines
 
 
 def write_readme_section(readme: str, mark: str, text: str) -> bool:
