@@ -402,6 +402,7 @@ def test_train_smoke_through_defect_trainer(tiny_dagm, tmp_path):
 def test_segdec_table_script_runs_rows_in_parallel(tmp_path):
     """tools/segdec_table.py end to end on a tiny set: two rows at once, table rows and values; the
     row 'nall' is the same training as 'full' and reuses its results."""
+    import json
     import subprocess
     import sys
 
@@ -424,9 +425,12 @@ def test_segdec_table_script_runs_rows_in_parallel(tmp_path):
         assert values[6] == values[0] and values[7] == values[1]  # one class: its AP (TTA) is the mean
     for key in ("full", "no_fos"):
         assert (out / key / "class1" / "seed0" / "results.json").is_file()
+        record = json.loads((out / "results" / f"{key}_c1_s0.json").read_text())  # results as data
+        assert record["row"] == key and record["class"] == 1 and record["seed"] == 0 and record["iters"] == 4
+        assert record["metrics"] == json.loads((out / key / "class1" / "seed0" / "results.json").read_text())
+        assert "tools/train_net.py" in record["command"] and record["net"] == "previous"
     # a row saved without the _TTA results (trained before TTA existed) is evaluated again from its
     # model_final.pth, not retrained; its plain results come out the same
-    import json
 
     saved = out / "full" / "class1" / "seed0" / "results.json"
     results = json.loads(saved.read_text())
