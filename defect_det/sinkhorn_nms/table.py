@@ -4,7 +4,7 @@
 One detector — the demo model (``configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align_pt.yaml``, the CPU
 recipe) — is trained with hard NMS (``hard``); every other post-processing is evaluated on *its* weights
 (evaluation-only rows): Sinkhorn NMS at inference at several temperatures, Soft-NMS (Gaussian at several
-widths, linear). End-to-end training through Sinkhorn NMS is a fine-tuning of those weights with the loss
+widths, linear), weighted box fusion (two IoU thresholds). End-to-end training through Sinkhorn NMS is a fine-tuning of those weights with the loss
 weight ramped in (``e2e``), against the same extra training without it (``hard_ft``), and evaluated with
 either post-processor. Choices (temperature, width) are made on validation; ``--final`` evaluates the
 chosen rows once on the test splits. Columns: AP50 and AP75 (what better-placed boxes change) and the
@@ -36,12 +36,14 @@ ROWS: Dict[str, table_runner.Row] = {
     "soft_s03": ("Soft-NMS, Gaussian sigma 0.3", DEMO, SOFT + ["MODEL.ROI_HEADS.SOFT_NMS.SIGMA", "0.3"]),
     "soft_s1": ("Soft-NMS, Gaussian sigma 1.0", DEMO, SOFT + ["MODEL.ROI_HEADS.SOFT_NMS.SIGMA", "1.0"]),
     "soft_linear": ("Soft-NMS, linear (N_t = NMS_THRESH_TEST)", DEMO, SOFT + ["MODEL.ROI_HEADS.SOFT_NMS.METHOD", "linear"]),
+    "wbf": ("weighted box fusion, IoU 0.55", DEMO, ["MODEL.ROI_HEADS.NMS_TYPE", "wbf"]),
+    "wbf_07": ("weighted box fusion, IoU 0.7", DEMO, ["MODEL.ROI_HEADS.NMS_TYPE", "wbf", "MODEL.ROI_HEADS.WBF.IOU_THRESH", "0.7"]),
     "hard_ft": ("hard NMS, + 300 it. fine-tuning (control for e2e)", DEMO, FINETUNE),
     "e2e": ("Sinkhorn NMS, + 300 it. fine-tuning through it (loss weight 1, ramped)", DEMO, FINETUNE + SINKHORN + E2E),
     "e2e_hard": ("e2e's weights evaluated with hard NMS", DEMO, FINETUNE),
 }
 EVAL_ONLY = {k: "hard" for k in ("sinkhorn", "sinkhorn_t005", "sinkhorn_t02", "soft", "soft_s03", "soft_s1",
-                                 "soft_linear")}
+                                 "soft_linear", "wbf", "wbf_07")}
 EVAL_ONLY["e2e_hard"] = "e2e"
 INIT_FROM = {"hard_ft": "hard", "e2e": "hard"}
 VAL = "synthetic_fabric_val"

@@ -21,6 +21,7 @@ from .postprocess import (
     candidates_from_predictions,
 )
 from .soft_nms import SOFT_NMS_METHODS, SoftNMS, soft_nms
+from .wbf import WeightedBoxFusion, weighted_box_fusion
 from .proposal_jitter import GTJitterMixin, add_jittered_gt_proposals, gt_jitter_from_cfg, jitter_boxes
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "SoftNMS",
     "TEMPLATE_PIXELS_KEY",
     "TEMPLATE_PIXELS_VALID_KEY",
+    "WeightedBoxFusion",
     "add_jittered_gt_proposals",
     "add_roi_heads_config",
     "build_box_postprocessor",
@@ -47,4 +49,5 @@ __all__ = [
     "jitter_boxes",
     "soft_nms",
     "suppress_contained",
+    "weighted_box_fusion",
 ]

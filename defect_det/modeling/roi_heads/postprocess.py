@@ -17,7 +17,7 @@ of a post-processor held by its box predictor, built from the config by :func:`b
 
 ``MODEL.ROI_HEADS.NMS_TYPE`` names the post-processor: ``"hard"`` (:class:`HardNMS`, Detectron2's
 per-class NMS, its own code path), ``"sinkhorn"`` (``SinkhornNMS``, defect_det/sinkhorn_nms/), ``"soft"``
-(``SoftNMS``, :mod:`.soft_nms`), or the
+(``SoftNMS``, :mod:`.soft_nms`), ``"wbf"`` (``WeightedBoxFusion``, :mod:`.wbf`), or the
 name of any class registered in :data:`BOX_POSTPROCESSOR_REGISTRY` (a user's own, e.g. Soft-NMS).
 A post-processor may also contribute training losses (:meth:`BoxPostProcessor.losses`), which is how
 end-to-end Sinkhorn NMS training enters the box predictor without a branch there.
@@ -39,7 +39,7 @@ class is built as ``cls(cfg)`` and called as ``(boxes, scores, image_shapes, sco
 """
 
 # the short names of MODEL.ROI_HEADS.NMS_TYPE -> registered class names
-NMS_TYPES = {"hard": "HardNMS", "sinkhorn": "SinkhornNMS", "soft": "SoftNMS"}
+NMS_TYPES = {"hard": "HardNMS", "sinkhorn": "SinkhornNMS", "soft": "SoftNMS", "wbf": "WeightedBoxFusion"}
 
 
 def candidates_from_predictions(boxes, scores, image_shape, score_thresh):

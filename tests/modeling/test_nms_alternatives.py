@@ -1,4 +1,4 @@
-"""Soft-NMS (defect_det/modeling/roi_heads/soft_nms.py): known cases, the batched op against a plain
+"""Soft-NMS and weighted box fusion (defect_det/modeling/roi_heads/soft_nms.py, wbf.py): known cases, the batched op against a plain
 per-image per-class reference, the hard-NMS limit, and the post-processor through the ROI heads."""
 import math
 
@@ -123,3 +123,27 @@ def test_post_processor_on_box_predictions_and_in_a_model():
         out = model([{"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8), "height": 64, "width": 96}])
     inst = out[0]["instances"]
     assert len(inst) > 0 and (inst.scores[:-1] >= inst.scores[1:]).all()
+
+
+# ------------------------------------------------------------------------ weighted box fusion
+def test_wbf_fuses_overlapping_boxes_by_score_weight():
+    from defect_det.modeling.roi_heads import WeightedBoxFusion, weighted_box_fusion
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0], [40.0, 40.0, 50.0, 50.0],
+                          [0.0, 0.0, 10.0, 10.0]])
+    scores = torch.tensor([0.9, 0.3, 0.5, 0.8])
+    classes = torch.tensor([0, 0, 0, 1])
+    fb, fs, fc, best = weighted_box_fusion(boxes, scores, classes, iou_thresh=0.55)
+    # class 0: boxes 0 and 1 (IoU 0.67) fuse: x = (0 * 0.9 + 2 * 0.3) / 1.2; score = mean(0.9, 0.3)
+    assert fc.tolist() == [1, 0, 0] and best.tolist() == [3, 0, 2]
+    assert fs.tolist() == pytest.approx([0.8, 0.6, 0.5])
+    assert fb[1].tolist() == pytest.approx([0.5, 0.0, 10.5, 10.0])
+    assert fb[0].tolist() == [0.0, 0.0, 10.0, 10.0] and fb[2].tolist() == [40.0, 40.0, 50.0, 50.0]
+    # a stricter threshold keeps them apart
+    _, fs2, _, _ = weighted_box_fusion(boxes, scores, classes, iou_thresh=0.7)
+    assert len(fs2) == 4
+    with pytest.raises(ValueError, match="WBF.IOU_THRESH"):
+        WeightedBoxFusion(iou_thresh=1.5)
+    post = WeightedBoxFusion(topk_per_image=2)
+    (inst,), (kept,) = post([boxes], [torch.stack([scores, 1 - scores], 1)], [(64, 64)], score_thresh=0.05)
+    assert len(inst) == 2 and inst.scores.tolist() == pytest.approx(sorted(inst.scores.tolist(), reverse=True))
