@@ -180,21 +180,29 @@ class PairedDatasetMapper(DatasetMapper):
         return warp_template(template, dx, dy, angle)
 
     def _read_template(self, dataset_dict, image):
+        """The template file of ``dataset_dict`` (HWC array), None when the model does not use it or it has none."""
         if self.template_usage == "unused":
             return None
         path = dataset_dict.get("template_file_name")
         if not path:
+            return None
+        return read_image(path, format=self.image_format, what=f"template (of {dataset_dict['file_name']})")
+
+    def _prepare_template(self, dataset_dict, image, template, name):
+        """Check ``template`` (HWC array or None) against ``image``, misalign (augmentation) and align it."""
+        if self.template_usage == "unused":
+            return None
+        if template is None:
             if self.template_usage == "required":
                 raise ValueError(
-                    f"{dataset_dict['file_name']}: no 'template_file_name' in its dataset dict, but "
+                    f"{dataset_dict.get('file_name', '<an image>')}: no template ({name}), but "
                     "MODEL.TEMPLATE.MODE needs a template for every image (pre / inter)"
                 )
             return None
-        template = read_image(path, format=self.image_format, what=f"template (of {dataset_dict['file_name']})")
         if template.shape != image.shape:  # checked for the whole dataset at loader construction (build.py)
             raise ValueError(
-                f"template {path} has shape {template.shape} but its image "
-                f"{dataset_dict['file_name']} has {image.shape}: templates must match their image"
+                f"template {name} has shape {template.shape} but its image "
+                f"{dataset_dict.get('file_name', '<an image>')} has {image.shape}: templates must match their image"
             )
         template = self._misalign(dataset_dict, template)
         if self.align:
@@ -221,7 +229,15 @@ class PairedDatasetMapper(DatasetMapper):
         image = read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         template = self._read_template(dataset_dict, image)
+        return self.map_images(dataset_dict, image, template, dataset_dict.get("template_file_name", "missing"))
 
+    def map_images(self, dataset_dict, image, template=None, template_name="the template"):
+        """
+        What ``__call__`` does after reading the files: ``image`` and ``template`` (H, W, C arrays in
+        ``INPUT.FORMAT``; the template may be None) become the model input of ``dataset_dict`` (modified in
+        place). Used by :class:`~defect_det.inference.DefectPredictor` on arrays.
+        """
+        template = self._prepare_template(dataset_dict, image, template, template_name)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image

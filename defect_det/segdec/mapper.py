@@ -121,9 +121,9 @@ def load_mask(dataset_dict: Dict) -> Optional[np.ndarray]:
             except ValueError as e:
                 raise ValueError(f"{d['file_name']}: class {class_id}: {e}") from None
         return mask
-    if int(d["label"]) == 0:
+    if d.get("label") is not None and int(d["label"]) == 0:
         return np.zeros((h, w), np.uint8)
-    return None
+    return None  # a defective image without a pixel label, or a new image without any label
 
 
 class SegDecDatasetMapper:
@@ -192,7 +192,12 @@ class SegDecDatasetMapper:
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         d = copy.deepcopy(dataset_dict)
-        image = self._read_image(d)
+        return self.map_image(d, self._read_image(d))
+
+    def map_image(self, d: Dict, image: np.ndarray) -> Dict:
+        """What ``__call__`` does after reading the image: ``image`` (H, W, C array in ``INPUT.FORMAT``) and
+        the labels of ``d`` become the model input. At inference ``label`` may be absent (a new image).
+        Used by :class:`~defect_det.inference.DefectPredictor` on arrays."""
         mask = load_mask(d)
         h, w = self.input_size
         if image.shape[:2] != (h, w):
@@ -211,14 +216,17 @@ class SegDecDatasetMapper:
             mask = mask.T if mask is not None else None
         image = np.ascontiguousarray(image)
         mask = np.ascontiguousarray(mask) if mask is not None else None
+        out = {
+            "file_name": d.get("file_name"), "image_id": d.get("image_id"), "height": int(d["height"]),
+            "width": int(d["width"]), "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)),
+        }
+        label = d.get("label")
+        if label is None and not self.is_train:
+            return out  # a new image: nothing to evaluate against
         label = int(d["label"])
         if label not in (0, 1):
             raise ValueError(f"{d['file_name']}: label must be 0 or 1, got {d['label']!r}")
-        out = {
-            "file_name": d["file_name"], "image_id": d.get("image_id"), "height": int(d["height"]),
-            "width": int(d["width"]), "label": label,
-            "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)),
-        }
+        out["label"] = label
         use = mask is not None
         if use and label == 1 and self.is_train and self.segmented_files is not None:
             use = d["file_name"] in self.segmented_files
