@@ -80,7 +80,7 @@ class DefectPredictor:
         if self.meta_architecture == "SegDecNet":
             return self.mapper.map_image(d, pixels)
         if needs_paired_mapper(self.cfg):
-            tmpl, tname = None, "none given"
+            tmpl, tname = None, None
             if template is not None and self.uses_templates:
                 tname = str(template) if isinstance(template, (str, os.PathLike)) else f"template {index} (array)"
                 tmpl = _as_format(template, self.input_format, f"template {tname} (of {name})")

@@ -188,14 +188,15 @@ class PairedDatasetMapper(DatasetMapper):
             return None
         return read_image(path, format=self.image_format, what=f"template (of {dataset_dict['file_name']})")
 
-    def _prepare_template(self, dataset_dict, image, template, name):
-        """Check ``template`` (HWC array or None) against ``image``, misalign (augmentation) and align it."""
+    def _prepare_template(self, dataset_dict, image, template, name, missing):
+        """Check ``template`` (HWC array or None) against ``image``, misalign (augmentation) and align it;
+        ``missing``: what to say when a required template is None."""
         if self.template_usage == "unused":
             return None
         if template is None:
             if self.template_usage == "required":
                 raise ValueError(
-                    f"{dataset_dict.get('file_name', '<an image>')}: no template ({name}), but "
+                    f"{dataset_dict.get('file_name', '<an image>')}: {missing}, but "
                     "MODEL.TEMPLATE.MODE needs a template for every image (pre / inter)"
                 )
             return None
@@ -229,15 +230,17 @@ class PairedDatasetMapper(DatasetMapper):
         image = read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         template = self._read_template(dataset_dict, image)
-        return self.map_images(dataset_dict, image, template, dataset_dict.get("template_file_name", "missing"))
+        return self.map_images(dataset_dict, image, template, dataset_dict.get("template_file_name"),
+                               missing="no 'template_file_name' in its dataset dict")
 
-    def map_images(self, dataset_dict, image, template=None, template_name="the template"):
+    def map_images(self, dataset_dict, image, template=None, template_name="the template",
+                   missing="no template given"):
         """
         What ``__call__`` does after reading the files: ``image`` and ``template`` (H, W, C arrays in
         ``INPUT.FORMAT``; the template may be None) become the model input of ``dataset_dict`` (modified in
         place). Used by :class:`~defect_det.inference.DefectPredictor` on arrays.
         """
-        template = self._prepare_template(dataset_dict, image, template, template_name)
+        template = self._prepare_template(dataset_dict, image, template, template_name, missing)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
