@@ -18,6 +18,9 @@ def get_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="predictions.json, decisions.csv, panels/, report.html")
     p.add_argument("--score-thresh", type=float, default=0.5,
                    help="an image is NG when a detection (SegDecNet: the image score) reaches this (default: %(default)s)")
+    p.add_argument("--thresholds", default=None, metavar="JSON",
+                   help="thresholds.json of tools/calibrate.py: its OK/NG threshold and per-class thresholds "
+                        "replace --score-thresh")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. MODEL.WEIGHTS model.pth")
@@ -44,6 +47,12 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
     from ..config import load_defect_cfg
     from .predictor import DefectPredictor
 
+    class_thresh, score_thresh = None, args.score_thresh
+    if args.thresholds:
+        from .calibrate import load_thresholds
+
+        th = load_thresholds(args.thresholds)
+        score_thresh, class_thresh = th["image"], th["classes"]
     images = find_images(args.input)
     templates = pair_templates(images, args.templates, args.pairs)
     cfg = load_defect_cfg(args.config_file, args.opts)
@@ -56,8 +65,8 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
                              f"{len(missing)} of {len(images)} have none (first: {missing[0]}); "
                              "give --templates DIR or --pairs CSV")
     predictor = DefectPredictor(cfg)
-    rows = predict_folder(predictor, images, templates, args.output, _class_names(cfg), args.score_thresh,
-                          args.batch_size, args.config_file, cfg.MODEL.WEIGHTS, not args.no_progress)
+    rows = predict_folder(predictor, images, templates, args.output, _class_names(cfg), score_thresh,
+                          args.batch_size, args.config_file, cfg.MODEL.WEIGHTS, not args.no_progress, class_thresh)
     ng = sum(r["decision"] == "NG" for r in rows)
     print(f"[predict] {len(rows)} images, {ng} NG -> {os.path.join(args.output, 'report.html')}")
     return rows

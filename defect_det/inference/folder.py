@@ -103,8 +103,12 @@ def _panel(image_bgr: np.ndarray, template_bgr: Optional[np.ndarray], boxes, lab
 
 def predict_folder(predictor, images: Sequence[str], templates: Dict[str, Optional[str]], out_dir: str,
                    class_names: Sequence[str], score_thresh: float = 0.5, batch_size: int = 4,
-                   config_file: str = "", weights: str = "", progress: bool = True) -> List[dict]:
-    """Run ``predictor`` on ``images`` and write the outputs of the module doc to ``out_dir``.
+                   config_file: str = "", weights: str = "", progress: bool = True,
+                   class_thresh: Optional[Dict[str, Optional[float]]] = None) -> List[dict]:
+    """Run ``predictor`` on ``images`` and write the outputs of the module doc to ``out_dir``. With
+    ``class_thresh`` (``tools/calibrate.py``'s per-class thresholds), a detection counts as a defect when it
+    reaches its class's threshold (``score_thresh`` for a class without one), and an image is NG when it has
+    a defect or its best score reaches ``score_thresh``.
 
     Returns:
         one row per image: ``{"image", "template", "decision" (OK / NG), "max_score", "top_class",
@@ -135,7 +139,12 @@ def predict_folder(predictor, images: Sequence[str], templates: Dict[str, Option
                                 "category": class_names[int(c)] if int(c) < len(class_names) else str(int(c)),
                                 "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
                                 "score": float(s)})
-            keep = scores >= score_thresh
+            if class_thresh:
+                cut = np.array([class_thresh.get(class_names[int(c)] if int(c) < len(class_names) else str(c))
+                                or score_thresh for c in classes], float)
+                keep = scores >= cut
+            else:
+                keep = scores >= score_thresh
             top = int(np.argmax(scores)) if len(scores) else -1
             image_bgr = read_image(im, format="BGR")
             template_bgr = read_image(t, format="BGR", what="template") if t else None
@@ -143,7 +152,8 @@ def predict_folder(predictor, images: Sequence[str], templates: Dict[str, Option
                       for c, s in zip(classes[keep], scores[keep])]
             panel = os.path.join("panels", f"{image_id:05d}_{os.path.splitext(os.path.basename(im))[0]}.png")
             cv2.imwrite(os.path.join(out_dir, panel), _panel(image_bgr, template_bgr, boxes[keep], labels))
-            rows.append({"image": im, "template": t or "", "decision": "NG" if keep.any() else "OK",
+            ng = keep.any() or (len(scores) > 0 and float(scores.max()) >= score_thresh)
+            rows.append({"image": im, "template": t or "", "decision": "NG" if ng else "OK",
                          "max_score": float(scores[top]) if top >= 0 else 0.0,
                          "top_class": (class_names[int(classes[top])] if top >= 0 and int(classes[top]) < len(class_names)
                                        else ""), "defects": int(keep.sum()), "panel": panel})
