@@ -21,7 +21,11 @@ def get_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--thresholds", default=None, metavar="JSON",
                    help="thresholds.json of tools/calibrate.py: its OK/NG threshold and per-class thresholds "
                         "replace --score-thresh")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="images (tiles) per forward (default: %(default)s)")
+    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
+                   help="cut each image (and template) into SIZE x SIZE windows, each at the model's test scale, "
+                        "and merge the detections (defect_det/inference/tiling.py); 0: whole image (default)")
+    p.add_argument("--overlap", type=float, default=0.2, help="--tile: overlap of neighbouring windows (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. MODEL.WEIGHTS model.pth")
     return p
@@ -65,6 +69,13 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
                              f"{len(missing)} of {len(images)} have none (first: {missing[0]}); "
                              "give --templates DIR or --pairs CSV")
     predictor = DefectPredictor(cfg)
+    if args.tile:
+        from .tiling import TiledPredictor
+
+        if cfg.MODEL.META_ARCHITECTURE == "SegDecNet":
+            raise SystemExit("error: --tile is for detectors; SegDecNet resizes to MODEL.SEGDEC.INPUT_SIZE")
+        predictor = TiledPredictor(predictor, args.tile, args.overlap, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                                   args.batch_size)
     rows = predict_folder(predictor, images, templates, args.output, _class_names(cfg), score_thresh,
                           args.batch_size, args.config_file, cfg.MODEL.WEIGHTS, not args.no_progress, class_thresh)
     ng = sum(r["decision"] == "NG" for r in rows)

@@ -74,3 +74,22 @@ def test_predict_folder_writes_decisions_panels_and_report(tiny_fabric, tmp_path
     with pytest.raises(SystemExit, match="needs a template per image"):
         main(["--config-file", str(cfg_file), "--input", str(lonely), "--output", str(out),
               "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+
+
+def test_predict_folder_tiled(tiny_fabric, tmp_path):
+    """--tile: each image through TiledPredictor (windows smaller than the 160x128 images)."""
+    from defect_det.inference.cli import main
+
+    names = tiny_fabric["names"]
+    cfg = tiny_cfg(names, tmp_path)
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("init")
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(cfg.dump())
+    folder = os.path.join(tiny_fabric["root"], "unseen_texture")
+    rows = main(["--config-file", str(cfg_file), "--input", folder, "--output", str(tmp_path / "tiled"),
+                 "--tile", "96", "--overlap", "0.25", "--score-thresh", "0.05", "--no-progress",
+                 "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+    assert len(rows) == len(find_images([folder]))
+    preds = json.loads((tmp_path / "tiled" / "predictions.json").read_text())
+    assert preds and all(0 <= p["bbox"][0] and p["bbox"][0] + p["bbox"][2] <= 160.5 for p in preds)
