@@ -67,7 +67,7 @@ def test_sinkhorn_mode_merges_duplicates(name, cascade):
 
 def test_bad_nms_type_names_the_key():
     with pytest.raises(ValueError, match="MODEL.ROI_HEADS.NMS_TYPE"):
-        build_model(_cfg("DefectStandardROIHeads", "soft"))
+        build_model(_cfg("DefectStandardROIHeads", "fancy"))
 
 
 def test_bad_sinkhorn_param_names_the_key():
