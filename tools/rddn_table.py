@@ -9,7 +9,7 @@ per row and seed goes to ``projects/RDDN/results/``; rows already there are neve
 interrupted run continues). ``--final`` evaluates chosen rows ONCE on the seen-texture test split and the
 unseen textures (``projects/RDDN/results/final/``). The tables (mean ± std over seeds, difference to the
 baseline and whether it exceeds both standard deviations) are rendered from the records into
-``projects/RDDN/results/rddn_table.md`` and the README.
+``projects/RDDN/rddn_table.md`` and the README.
 
     python tools/rddn_table.py --list
     python tools/rddn_table.py --rows baseline pre pre_align --seeds 0 1 2 --jobs 2

@@ -7,7 +7,7 @@ is scored on the validation split; TR-Post rows train nothing (they evaluate the
 templates). ``--final`` evaluates chosen rows once on the seen-texture test split and the unseen textures.
 One JSON record per row and seed in ``projects/RDDN/results/`` (``final/``); :func:`render` writes the
 tables — mean and standard deviation over seeds, the bootstrap interval of a single seed, the difference
-to the baseline and whether it counts — to ``projects/RDDN/results/rddn_table.md`` and into the README
+to the baseline and whether it counts — to ``projects/RDDN/rddn_table.md`` and into the README
 between ``<!-- rddn_table:begin -->`` and ``<!-- rddn_table:end -->``.
 
 A row **beats** the baseline only when the difference of the means exceeds both rows' standard deviations

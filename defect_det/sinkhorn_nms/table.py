@@ -9,7 +9,7 @@ weight ramped in (``e2e``), against the same extra training without it (``hard_f
 either post-processor. Choices (temperature, width) are made on validation; ``--final`` evaluates the
 chosen rows once on the test splits. Columns: AP50 and AP75 (what better-placed boxes change) and the
 duplicates NMS leaves (``dets_per_gt``, ``dup_share`` at score >= 0.5; :class:`~defect_det.evaluation.DefectCOCOEvaluator`).
-Records in ``projects/SinkhornNMS/results/``; the table in ``results/nms_table.md`` and the README section.
+Records in ``projects/SinkhornNMS/results/``; the table in ``projects/SinkhornNMS/nms_table.md`` and the README section.
 """
 import os
 from typing import Dict, Optional, Sequence
