@@ -6,11 +6,8 @@ import os
 
 import numpy as np
 import pytest
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 
-from conftest import tiny_cfg
+from model_files import TR_PRE, saved_model  # tests/inference/model_files.py
 from defect_det.inference.calibrate import (
     auroc,
     average_precision,
@@ -74,15 +71,10 @@ def test_calibrate_then_predict_with_thresholds(tiny_fabric, tmp_path):
     from defect_det.inference.cli import main as predict_main
 
     names = tiny_fabric["names"]
-    cfg = tiny_cfg(names, tmp_path, **{"MODEL.META_ARCHITECTURE": "TemplateRCNN", "MODEL.TEMPLATE.MODE": "pre",
-                                       "MODEL.ROI_HEADS.NAME": "RDDNStandardROIHeads"})
-    torch.manual_seed(0)
-    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("init")
-    cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(cfg.dump())
+    cfg_file, weights = saved_model(names, tmp_path, **TR_PRE)
     out = tmp_path / "cal"
-    res = calibrate_main(["--config-file", str(cfg_file), "--dataset", names["test"], "--output", str(out),
-                          "--recall", "0.9", "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+    res = calibrate_main(["--config-file", cfg_file, "--dataset", names["test"], "--output", str(out),
+                          "--recall", "0.9", "MODEL.WEIGHTS", weights])
     saved = json.loads((out / "thresholds.json").read_text())
     assert saved["image_threshold"] == res["at_target_recall"]["threshold"]
     assert saved["at_target_recall"]["recall"] >= 0.9
@@ -91,9 +83,9 @@ def test_calibrate_then_predict_with_thresholds(tiny_fabric, tmp_path):
     th = load_thresholds(str(out / "thresholds.json"))
     assert th["image"] == saved["image_threshold"] and set(th["classes"]) == set(saved["class_thresholds"])
     pred = tmp_path / "pred"
-    rows = predict_main(["--config-file", str(cfg_file), "--input", os.path.join(tiny_fabric["root"], "seen"),
+    rows = predict_main(["--config-file", cfg_file, "--input", os.path.join(tiny_fabric["root"], "seen"),
                          "--output", str(pred), "--thresholds", str(out / "thresholds.json"), "--no-progress",
-                         "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+                         "MODEL.WEIGHTS", weights])
     with open(pred / "decisions.csv") as f:
         decisions = {d["image"]: d["decision"] for d in csv.DictReader(f)}
     for r in rows:  # NG exactly when the best score reaches the calibrated threshold or a class threshold

@@ -5,11 +5,8 @@ import json
 import os
 
 import pytest
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 
-from conftest import tiny_cfg
+from model_files import TR_PRE, saved_model  # tests/inference/model_files.py
 from defect_det.inference.folder import find_images, pair_templates
 
 
@@ -44,16 +41,11 @@ def test_predict_folder_writes_decisions_panels_and_report(tiny_fabric, tmp_path
     from defect_det.inference.cli import main
 
     names = tiny_fabric["names"]
-    cfg = tiny_cfg(names, tmp_path, **{"MODEL.META_ARCHITECTURE": "TemplateRCNN", "MODEL.TEMPLATE.MODE": "pre",
-                                       "MODEL.ROI_HEADS.NAME": "RDDNStandardROIHeads"})
-    torch.manual_seed(0)
-    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("init")
-    cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(cfg.dump())
+    cfg_file, weights = saved_model(names, tmp_path, **TR_PRE)
     folder = os.path.join(tiny_fabric["root"], "unseen_texture")
     out = tmp_path / "pred"
-    rows = main(["--config-file", str(cfg_file), "--input", folder, "--output", str(out), "--score-thresh", "0.05",
-                 "--no-progress", "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+    rows = main(["--config-file", cfg_file, "--input", folder, "--output", str(out), "--score-thresh", "0.05",
+                 "--no-progress", "MODEL.WEIGHTS", weights])
     n = len(find_images([folder]))
     assert len(rows) == n > 0
     with open(out / "decisions.csv") as f:
@@ -65,15 +57,15 @@ def test_predict_folder_writes_decisions_panels_and_report(tiny_fabric, tmp_path
     assert all({"file_name", "bbox", "score", "category_id", "category"} <= set(p) for p in preds)
     assert len(os.listdir(out / "panels")) == n
     report = (out / "report.html").read_text()
-    assert report.count("<tr class=") == n and "panels/" in report and str(cfg_file) in report
+    assert report.count("<tr class=") == n and "panels/" in report and cfg_file in report
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty"):
-        main(["--config-file", str(cfg_file), "--input", folder, "--output", str(out), "MODEL.WEIGHTS", ""])
+        main(["--config-file", cfg_file, "--input", folder, "--output", str(out), "MODEL.WEIGHTS", ""])
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     (lonely / "5_1.jpg").write_bytes(open(rows[0]["image"], "rb").read())
     with pytest.raises(SystemExit, match="needs a template per image"):
-        main(["--config-file", str(cfg_file), "--input", str(lonely), "--output", str(out),
-              "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+        main(["--config-file", cfg_file, "--input", str(lonely), "--output", str(out),
+              "MODEL.WEIGHTS", weights])
 
 
 def test_predict_folder_tiled(tiny_fabric, tmp_path):
@@ -81,15 +73,11 @@ def test_predict_folder_tiled(tiny_fabric, tmp_path):
     from defect_det.inference.cli import main
 
     names = tiny_fabric["names"]
-    cfg = tiny_cfg(names, tmp_path)
-    torch.manual_seed(0)
-    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("init")
-    cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(cfg.dump())
+    cfg_file, weights = saved_model(names, tmp_path)
     folder = os.path.join(tiny_fabric["root"], "unseen_texture")
-    rows = main(["--config-file", str(cfg_file), "--input", folder, "--output", str(tmp_path / "tiled"),
+    rows = main(["--config-file", cfg_file, "--input", folder, "--output", str(tmp_path / "tiled"),
                  "--tile", "96", "--overlap", "0.25", "--score-thresh", "0.05", "--no-progress",
-                 "MODEL.WEIGHTS", str(tmp_path / "init.pth")])
+                 "MODEL.WEIGHTS", weights])
     assert len(rows) == len(find_images([folder]))
     preds = json.loads((tmp_path / "tiled" / "predictions.json").read_text())
     assert preds and all(0 <= p["bbox"][0] and p["bbox"][0] + p["bbox"][2] <= 160.5 for p in preds)

@@ -22,6 +22,7 @@ name of any class registered in :data:`BOX_POSTPROCESSOR_REGISTRY` (a user's own
 A post-processor may also contribute training losses (:meth:`BoxPostProcessor.losses`), which is how
 end-to-end Sinkhorn NMS training enters the box predictor without a branch there.
 """
+import abc
 from typing import Dict, List, Tuple
 
 import torch
@@ -58,16 +59,17 @@ def candidates_from_predictions(boxes, scores, image_shape, score_thresh):
     return boxes, scores[keep], inds[:, 1], idx[inds[:, 0]]
 
 
-class BoxPostProcessor:
+class BoxPostProcessor(abc.ABC):
     """Base class: per-image candidates -> detections (module doc). Subclasses implement ``__call__``;
     ``losses`` returns the extra training losses of the step ({} by default; ``has_losses`` says
     whether there are any, so that the predictor computes the inputs only then)."""
 
     has_losses = False
 
+    @abc.abstractmethod
     def __call__(self, boxes: List[torch.Tensor], scores: List[torch.Tensor],
                  image_shapes: List[Tuple[int, int]], score_thresh: float) -> Tuple[List[Instances], List[torch.Tensor]]:
-        raise NotImplementedError
+        """The post-processing (module doc): per-image boxes and probabilities -> (instances, kept indices)."""
 
     def losses(self, boxes: List[torch.Tensor], scores: List[torch.Tensor], proposals: List[Instances],
                num_classes: int, score_thresh: float) -> Dict[str, torch.Tensor]:
