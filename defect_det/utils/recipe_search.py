@@ -90,6 +90,11 @@ ROWS["pre_pt_lr2"] = ("pre_pt_recipe with AdamW lr 2e-3 (was 1e-3)", PRE_PT, ["S
 ROWS["pre_pt_lr05"] = ("pre_pt_recipe with AdamW lr 5e-4 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.0005"])
 ROWS["pre_pt_lr025"] = ("pre_pt_recipe with AdamW lr 2.5e-4 (was 1e-3)", PRE_PT, ["SOLVER.BASE_LR", "0.00025"])
 ROWS["base_lr05"] = ("no template, recipe defaults, AdamW lr 5e-4 (was 1e-3)", CPU, ["SOLVER.BASE_LR", "0.0005"])
+# the baseline from a backbone pre-trained self-supervised (tools/pretrain_backbone.py --objective anomaly:
+# irregularities pasted into defect-free images, segmented; no label read), against base_lr05 from scratch
+ANOMALY_PT = ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_image_anomaly.pth"]
+ROWS["base_anom"] = ("no template, recipe defaults (lr 5e-4), backbone pre-trained self-supervised on pasted "
+                     "irregularities (PRETRAIN.md, --objective anomaly)", CPU, ["SOLVER.BASE_LR", "0.0005"] + ANOMALY_PT)
 # longer schedules: is the budget the limit? (3x the benchmark's 1000 iterations, same recipe)
 # (a checkpoint every 500 iterations: a long row resumes where an interrupted session left it)
 LONG = schedule_opts(3000) + ["SOLVER.CHECKPOINT_PERIOD", "500"]

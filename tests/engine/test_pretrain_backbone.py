@@ -298,3 +298,46 @@ def test_cli_end_to_end(pt_data, tmp_path):
     assert side["data"]["seed"] == 5 and side["opts"] == TINY_WIDTH
     r2 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert r2.returncode == 0 and "already finished" in r2.stdout, r2.stdout + r2.stderr
+
+
+# ---------------------------------------------------------------------------------- anomaly objective
+def test_synthesized_anomalies_are_marked_and_deterministic():
+    import numpy as np
+
+    from defect_det.engine.pretrain import synthesize_anomalies
+
+    rng0 = np.random.default_rng(0)
+    img = (rng0.random((64, 80, 3)) * 40 + 100).astype(np.float32)
+    other = np.full_like(img, 30.0)
+    changed_any = False
+    for seed in range(20):
+        a, m = synthesize_anomalies(img, np.random.default_rng(seed), other, p_clean=0.0)
+        b, m2 = synthesize_anomalies(img, np.random.default_rng(seed), other, p_clean=0.0)
+        assert np.array_equal(a, b) and np.array_equal(m, m2)  # a pure function of the generator state
+        assert a.shape == img.shape and m.shape == img.shape[:2] and set(np.unique(m)) <= {0.0, 1.0}
+        diff = np.abs(a - img).max(axis=2)
+        # every marked pixel changed; pixels far from any change are never marked
+        assert not m.any() or diff[m > 0].max() > 0
+        assert not (m[diff == 0] > 0).any() or diff.max() > 0
+        changed_any |= bool(m.any())
+    assert changed_any
+    a, m = synthesize_anomalies(img, np.random.default_rng(0), other, p_clean=1.0)
+    assert np.array_equal(a, img) and not m.any()  # clean draw: the image itself, empty target
+
+
+def test_anomaly_objective_learns_without_labels(pt_data, tmp_path):
+    """Trains on defect-free images only: the run works on a set whose meta.json lists no defect types."""
+    s = tiny_settings(objective="anomaly", iters=24, batch_size=4, crop=None, scale=(1.0, 1.0), lr=3e-3,
+                      val_fraction=0.25, schedule="step", steps=(0.9,))
+    with pytest.raises(ValueError, match="objective"):
+        tiny_settings(objective="anomaly", input_mode="difference").validate()
+    out = run_pretraining(_cfg(), s, pt_data["root"], str(tmp_path), checkpoint_period=100, log_period=6)
+    with open(tmp_path / "metrics.jsonl") as f:
+        lines = [json.loads(line) for line in f]
+    losses = [d["loss_anomaly"] for d in lines if "loss_anomaly" in d and "val" not in d]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert out["objective"] == "anomaly" and out["labels"]["defect_types"] == []
+    v = out["val"]
+    assert v["n"] > 0 and 0 <= v["pixel_ap"] <= 1 and v["defect_images"] + v["normal_images"] > 0
+    ckpt = torch.load(tmp_path / "backbone.pth")
+    assert ckpt["model"] and all(k.startswith("backbone.bottom_up.") for k in ckpt["model"])

@@ -53,6 +53,7 @@ from .data import (
     prepare_pretrain_data,
     split_by_piece,
 )
+from .anomaly import AnomalyPretrainNet, anomaly_loss, synthesize_anomalies
 from .export import bottom_up_state_dict, export_backbone, sha256_file
 from .loop import run_pretraining
 from .model import (
@@ -63,6 +64,7 @@ from .model import (
     prepare_pretrain_cfg,
     pretrain_losses,
 )
+from .objectives import OBJECTIVES, AnomalyObjective, ImageLabelObjective, build_objective
 from .settings import (
     AUTHOR,
     CHECKPOINT_NAME,
@@ -71,12 +73,21 @@ from .settings import (
     IMAGE_LEVEL_KEYS,
     INPUT_MODES,
     METRICS_NAME,
+    OBJECTIVE_NAMES,
     SIDECAR_NAME,
     WEIGHTS_NAME,
     PretrainSettings,
 )
 
 __all__ = [
+    "AnomalyObjective",
+    "AnomalyPretrainNet",
+    "ImageLabelObjective",
+    "OBJECTIVES",
+    "OBJECTIVE_NAMES",
+    "anomaly_loss",
+    "build_objective",
+    "synthesize_anomalies",
     "FORBIDDEN_KEYS",
     "HELD_OUT_FAMILIES",
     "IMAGE_LEVEL_KEYS",

@@ -19,7 +19,8 @@ from ...config import load_defect_cfg
 from ...data.synthetic.fabric import TEXTURE_FAMILIES
 from .data import benchmark_dataset_info, check_families, prepare_pretrain_data
 from .loop import run_pretraining
-from .settings import HELD_OUT_FAMILIES, INPUT_MODES, PretrainSettings
+from .objectives import OBJECTIVES
+from .settings import HELD_OUT_FAMILIES, INPUT_MODES, OBJECTIVE_NAMES, PretrainSettings
 
 __all__ = ["DEFAULT_CONFIG", "default_data_root", "get_parser", "main", "settings_from_args"]
 
@@ -46,6 +47,10 @@ def get_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument("--input", choices=INPUT_MODES, default=d.input_mode,
                    help="image: (I - PIXEL_MEAN) / PIXEL_STD (baseline); difference: (I - T) / (2 * PIXEL_STD) "
                         "as TemplateRCNN TR-Pre (default: %(default)s)")
+    g.add_argument("--objective", choices=OBJECTIVE_NAMES, default=d.objective,
+                   help="labels: texture family + defect presence (image-level labels); anomaly: self-supervised "
+                        "segmentation of irregularities pasted into defect-free images, no label read "
+                        "(--input image only) (default: %(default)s)")
     g.add_argument("--no-align", action="store_true",
                    help="difference input: do not register the template by phase correlation first "
                         "(matches TR-Pre without INPUT.TEMPLATE.ALIGN)")
@@ -122,7 +127,7 @@ def get_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
 def settings_from_args(args) -> PretrainSettings:
     """The validated :class:`~.PretrainSettings` of parsed options (raises ``ValueError``)."""
     return PretrainSettings(
-        input_mode=args.input, align=not args.no_align, iters=args.iters, batch_size=args.batch_size,
+        input_mode=args.input, objective=args.objective, align=not args.no_align, iters=args.iters, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule, steps=tuple(args.steps),
         warmup_iters=args.warmup_iters, clip_grad=args.clip_grad, defect_weight=args.defect_weight,
         pool=args.pool, crop=None if args.no_crop else tuple(args.crop), scale=tuple(args.scale),
@@ -169,7 +174,8 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
                                  "pre-training set (omit --data)")
         out = args.output_dir or os.path.join(
             "output", "pretrain",
-            f"{os.path.splitext(os.path.basename(args.config_file))[0]}_{args.input}_s{args.seed}")
+            f"{os.path.splitext(os.path.basename(args.config_file))[0]}_{args.input}"
+            + ("" if args.objective == "labels" else f"_{args.objective}") + f"_s{args.seed}")
         os.makedirs(out, exist_ok=True)
         setup_logger(output=os.path.join(out, "log.txt"), name="defect_det", abbrev_name="dd")
         if args.threads:
@@ -194,8 +200,8 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
     print(f"[pretrain_backbone] {state}: {os.path.join(out, result['weights'])} "
           f"({result['size_bytes'] / 1e6:.1f} MB, sha256 {result['sha256']})", flush=True)
     if v.get("n"):
-        print(f"[pretrain_backbone] validation ({v['n']} images): family_acc {v['family_acc']:.3f}, "
-              f"defect_map {v['defect_map']:.3f}, defect_f1 {v['defect_f1']:.3f}, "
-              f"any_defect_acc {v['any_defect_acc']:.3f}", flush=True)
+        keys = OBJECTIVES[settings.objective].summary_keys
+        print(f"[pretrain_backbone] validation ({v['n']} images): "
+              + ", ".join(f"{k} {v[k]:.3f}" for k in keys if k in v), flush=True)
     print(f"[pretrain_backbone] use it with: MODEL.WEIGHTS {os.path.join(out, result['weights'])}", flush=True)
     return 0

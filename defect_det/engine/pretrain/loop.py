@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from ...data.synthetic.fabric import DEFECT_TYPES, TEXTURE_FAMILIES
-from .data import IterationBatches, PretrainSample, build_labels, load_pretrain_records, split_by_piece
+from .data import load_pretrain_records, split_by_piece
 from .export import export_backbone, sha256_file
-from .model import BackbonePretrainNet, evaluate, lr_factor, prepare_pretrain_cfg, pretrain_losses
+from .model import lr_factor, prepare_pretrain_cfg
+from .objectives import build_objective
 from .settings import (
     AUTHOR,
     CHECKPOINT_NAME,
     HELD_OUT_FAMILIES,
-    IMAGE_LEVEL_KEYS,
     METRICS_NAME,
     SIDECAR_NAME,
     WEIGHTS_NAME,
@@ -64,8 +64,11 @@ def _backbone_config(cfg):
 
 
 def _run_identity(settings, cfg, data_desc, families, n_train, n_val):
+    d = settings.to_dict()
+    if d["objective"] == "labels":
+        del d["objective"]  # the only objective before there were two: earlier finished runs stay valid
     return OrderedDict([
-        ("settings", settings.to_dict()),
+        ("settings", d),
         ("backbone_config", _backbone_config(cfg)),
         ("data", OrderedDict([("root", data_desc["root"]), ("seed", data_desc["seed"]),
                               ("config", data_desc.get("config"))])),
@@ -73,6 +76,16 @@ def _run_identity(settings, cfg, data_desc, families, n_train, n_val):
         ("train_images", n_train),
         ("val_images", n_val),
     ])
+
+
+def _window_mean(entries):
+    """Mean of each key over a list of ``{name: float}`` (NaN entries skipped)."""
+    keys = list(OrderedDict.fromkeys(k for e in entries for k in e))
+    out = OrderedDict()
+    for k in keys:
+        vals = [e[k] for e in entries if k in e and np.isfinite(e[k])]
+        out[k] = float(np.mean(vals)) if vals else float("nan")
+    return out
 
 
 def _diff_keys(a, b, prefix=""):
@@ -140,10 +153,13 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
 
     records, data_desc = load_pretrain_records(data_root, held_out, benchmark_seed)
     families = tuple(f for f in TEXTURE_FAMILIES if f in {r.family for r in records})
-    fam, defects = build_labels(records, families)
     train_idx, val_idx = split_by_piece(records, settings.val_fraction, settings.seed)
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD, dtype=torch.float32).view(-1, 1, 1)
+    task = build_objective(records, families, train_idx, val_idx, settings, mean, std, cfg.INPUT.FORMAT)
     # JSON round trip: the form it has in backbone.json / checkpoint.pth (lists, not tuples)
-    identity = json.loads(json.dumps(_run_identity(settings, cfg, data_desc, families, len(train_idx), len(val_idx))))
+    identity = json.loads(json.dumps(_run_identity(settings, cfg, data_desc, families, task.num_train,
+                                                   len(val_idx))))
 
     if os.path.isfile(sidecar_path):
         with open(sidecar_path, encoding="utf-8") as f:
@@ -159,7 +175,7 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
 
     device = torch.device(cfg.MODEL.DEVICE)
     torch.manual_seed(settings.seed)
-    net = BackbonePretrainNet.from_config(cfg, len(families), len(DEFECT_TYPES), settings.pool).to(device)
+    net = task.build_net(cfg).to(device)
     opt = torch.optim.AdamW(_param_groups(net, settings.weight_decay), lr=settings.lr)
     start_iter, elapsed, window = 0, 0.0, deque(maxlen=max(log_period, 20))
     if os.path.isfile(ckpt_path):
@@ -173,16 +189,14 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
         opt.load_state_dict(state["optimizer"])
         start_iter = int(state["iteration"])
         elapsed = float(state["elapsed_seconds"])
-        window.extend(state["window"])
+        window.extend(w if isinstance(w, dict) else dict(zip(("loss_family", "loss_defect", "family_acc"), w))
+                      for w in state["window"])
         torch.set_rng_state(state["rng"]["torch"])
         logger.info(f"resumed {ckpt_path} at iteration {start_iter}")
     elif resume:
         logger.info(f"--resume: no checkpoint in {output_dir}, starting from iteration 0")
 
-    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(cfg.MODEL.PIXEL_STD, dtype=torch.float32).view(-1, 1, 1)
-    data = IterationBatches(records, fam, defects, train_idx, settings, mean, std, cfg.INPUT.FORMAT)
-    val_sample = PretrainSample(settings, cfg.INPUT.FORMAT)
+    data = task.batches()
     stop = settings.iters if stop_at is None else max(min(int(stop_at), settings.iters), start_iter)
 
     metric_lines = _read_metrics(metrics_path, start_iter)
@@ -206,26 +220,26 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
 
     def run_eval(it):
         t = time.perf_counter()
-        m = evaluate(net, records, fam, defects, val_idx, val_sample, settings, mean, std, device)
+        m = task.evaluate(net, device)
         logger.info(f"iter {it}: validation ({m['n']} images, {time.perf_counter() - t:.1f}s): "
                     + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
         log_metrics({"iteration": it, "val": m})
         return m
 
     logger.info(f"pre-training {type(net.bottom_up).__name__} ({sum(p.numel() for p in net.bottom_up.parameters())} "
-                f"parameters, pooled {net.feature}) on {len(train_idx)} images ({len(val_idx)} validation), "
+                f"parameters, objective {settings.objective}) on {task.num_train} images ({len(val_idx)} validation), "
                 f"families {list(families)}, input {settings.input_mode}, iterations {start_iter}..{stop} of "
-                f"{settings.iters}, batch {settings.batch_size}, {torch.get_num_threads()} threads")
+                f"{settings.iters}, batch {settings.batch_size}, "
+                f"{torch.get_num_threads()} threads")
     loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(start_iter, stop),
                                          num_workers=workers)
     net.train()
     t_last, it_last = time.perf_counter(), start_iter
     t_mark = t_last
-    for it, (x, ft, dt) in zip(range(start_iter, stop), loader):
+    for it, batch in zip(range(start_iter, stop), loader):
         for g in opt.param_groups:
             g["lr"] = settings.lr * lr_factor(it, settings)
-        fl, dl = net(x.to(device))
-        losses = pretrain_losses(fl, dl, ft.to(device), dt.to(device), settings.defect_weight)
+        losses, stats = task.losses(net, batch, device)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pre-training loss became {float(loss)} at iteration {it} ({losses})")
@@ -234,20 +248,20 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
         if settings.clip_grad > 0:
             nn.utils.clip_grad_norm_(net.parameters(), settings.clip_grad)
         opt.step()
-        acc = float((fl.argmax(1) == ft.to(device)).float().mean())
-        window.append((float(losses["loss_family"]), float(losses["loss_defect"]), acc))
+        window.append(OrderedDict([(k, float(v)) for k, v in losses.items()] + list(stats.items())))
         done_iters = it + 1
         if done_iters % log_period == 0 or done_iters == stop:
             now = time.perf_counter()
             ips = (done_iters - it_last) / max(now - t_last, 1e-9)  # data wait included, evaluation not
             eta = (settings.iters - done_iters) / max(ips, 1e-9)
-            recent = list(window)[-log_period:]
-            lf, ld, la = (float(np.mean([w[k] for w in recent])) for k in range(3))
+            avg = _window_mean(list(window)[-log_period:])
+            total = sum(v for k, v in avg.items() if k.startswith("loss_"))
             eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f}h"
-            logger.info(f"iter {done_iters}/{settings.iters}  loss {lf + ld:.4f} (family {lf:.4f}, defect {ld:.4f})  "
-                        f"family_acc {la:.3f}  lr {opt.param_groups[0]['lr']:.2e}  {ips:.2f} it/s  ETA {eta_s}")
-            log_metrics({"iteration": done_iters, "loss": lf + ld, "loss_family": lf, "loss_defect": ld,
-                         "family_acc": la, "lr": opt.param_groups[0]["lr"], "it_per_s": ips})
+            logger.info(f"iter {done_iters}/{settings.iters}  loss {total:.4f} ("
+                        + ", ".join(f"{k[5:] if k.startswith('loss_') else k} {v:.4f}" for k, v in avg.items())
+                        + f")  lr {opt.param_groups[0]['lr']:.2e}  {ips:.2f} it/s  ETA {eta_s}")
+            log_metrics(OrderedDict([("iteration", done_iters), ("loss", total)] + list(avg.items())
+                                    + [("lr", opt.param_groups[0]["lr"]), ("it_per_s", ips)]))
             t_last, it_last = time.perf_counter(), done_iters
         if eval_period and done_iters % eval_period == 0 and done_iters < settings.iters:
             t_eval = time.perf_counter()
@@ -267,7 +281,7 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
     elapsed += time.perf_counter() - t0
     sha = export_backbone(net, weights_path, dtype=getattr(torch, save_dtype),
                           author=f"{AUTHOR} (input={settings.input_mode}, seed={settings.seed})")
-    recent = list(window)[-log_period:]
+    avg = _window_mean(list(window)[-log_period:])
     type_counts = OrderedDict((t, sum(t in r.defect_types for r in records)) for t in DEFECT_TYPES)
     sidecar = OrderedDict([
         ("weights", WEIGHTS_NAME), ("sha256", sha), ("size_bytes", os.path.getsize(weights_path)),
@@ -280,22 +294,19 @@ def run_pretraining(cfg, settings: PretrainSettings, data_root, output_dir, *, r
         ("seconds", round(elapsed, 1)),
         ("finished", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         ("threads", torch.get_num_threads()), ("torch", torch.__version__),
-        ("labels", OrderedDict([("family", list(families)), ("defect_types", list(DEFECT_TYPES)),
-                                ("uses_masks_or_boxes", False),
-                                ("record_keys_read", list(IMAGE_LEVEL_KEYS))])),
+        ("objective", settings.objective),
+        ("labels", task.describe()),
         ("data", OrderedDict([("root", data_desc["root"]), ("generator", data_desc["generator"]),
                               ("version", data_desc["version"]), ("seed", data_desc["seed"]),
                               ("images", len(records)), ("normal_images", sum(r.is_normal for r in records)),
                               ("pieces", len({r.piece for r in records})),
-                              ("train_images", len(train_idx)), ("val_images", len(val_idx)),
+                              ("train_images", task.num_train), ("val_images", len(val_idx)),
                               ("held_out_families", sorted(held_out)),
                               ("images_per_defect_type", type_counts),
                               ("generator_config", data_desc.get("config"))])),
-        ("final_train", OrderedDict([("loss", float(np.mean([w[0] + w[1] for w in recent]))),
-                                     ("loss_family", float(np.mean([w[0] for w in recent]))),
-                                     ("loss_defect", float(np.mean([w[1] for w in recent]))),
-                                     ("family_acc", float(np.mean([w[2] for w in recent]))),
-                                     ("over_last_iterations", len(recent))])),
+        ("final_train", OrderedDict([("loss", sum(v for k, v in avg.items() if k.startswith("loss_")))]
+                                    + list(avg.items())
+                                    + [("over_last_iterations", min(len(window), log_period))])),
         ("val", val_metrics),
         ("run", identity),
     ])

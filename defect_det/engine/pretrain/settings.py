@@ -8,9 +8,12 @@ from typing import Optional, Tuple
 
 from ...data.synthetic.fabric import SyntheticFabricConfig
 
-__all__ = ["FORBIDDEN_KEYS", "HELD_OUT_FAMILIES", "IMAGE_LEVEL_KEYS", "INPUT_MODES", "PretrainSettings"]
+__all__ = ["FORBIDDEN_KEYS", "HELD_OUT_FAMILIES", "IMAGE_LEVEL_KEYS", "INPUT_MODES", "OBJECTIVE_NAMES", "PretrainSettings"]
 
 INPUT_MODES = ("image", "difference")
+OBJECTIVE_NAMES = ("labels", "anomaly")
+"""``labels``: texture family + defect presence (image-level labels); ``anomaly``: self-supervised segmentation
+of pasted irregularities on defect-free images (:mod:`.objectives`)."""
 
 HELD_OUT_FAMILIES = tuple(SyntheticFabricConfig().unseen_families)
 """The benchmark's held-out texture families (``SyntheticFabricConfig.unseen_families`` default:
@@ -46,6 +49,8 @@ class PretrainSettings:
 
     input_mode: str = "image"
     """``"image"`` (baseline) or ``"difference"`` (TR-Pre); see the module docstring."""
+    objective: str = "labels"
+    """What is learnt: ``"labels"`` or ``"anomaly"`` (:data:`OBJECTIVE_NAMES`, :mod:`.objectives`)."""
     align: bool = True
     """difference mode: register the template onto the image by phase correlation first."""
     iters: int = 5000
@@ -87,6 +92,10 @@ class PretrainSettings:
 
         if self.input_mode not in INPUT_MODES:
             bad("input_mode", f"must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.objective not in OBJECTIVE_NAMES:
+            bad("objective", f"must be one of {OBJECTIVE_NAMES}, got {self.objective!r}")
+        if self.objective == "anomaly" and self.input_mode != "image":
+            bad("objective", "'anomaly' needs input_mode 'image' (the template difference already shows the defect)")
         if self.schedule not in ("cosine", "step"):
             bad("schedule", f"must be 'cosine' or 'step', got {self.schedule!r}")
         if self.pool not in ("avg", "max", "avgmax"):
