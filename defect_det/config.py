@@ -17,6 +17,7 @@ import logging
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .data.defect_crop import add_defect_crop_config
 from .evaluation.config import add_evaluation_config
 from .modeling.roi_heads.config import add_roi_heads_config
 from .rddn.config import add_rddn_config
@@ -27,6 +28,7 @@ from .weak_mask.config import add_weak_mask_config
 
 __all__ = [
     "add_defect_config",
+    "add_defect_crop_config",
     "add_evaluation_config",
     "add_rddn_config",
     "add_roi_heads_config",
@@ -53,6 +55,7 @@ def add_defect_config(cfg):
         return cfg
     before = _flat(cfg)
     add_evaluation_config(cfg)
+    add_defect_crop_config(cfg)
     add_solver_config(cfg)
     add_sinkhorn_nms_config(cfg)
     add_roi_heads_config(cfg)

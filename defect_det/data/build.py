@@ -31,7 +31,10 @@ FILE_KEYS = ("file_name", "template_file_name", "sem_seg_file_name")
 
 
 def needs_paired_mapper(cfg) -> bool:
-    return cfg.MODEL.META_ARCHITECTURE == "TemplateRCNN"
+    """TemplateRCNN, or any detector trained with ``INPUT.DEFECT_CROP`` (the crop needs the boxes, which
+    Detectron2's ``DatasetMapper`` does not hand to its augmentations; with no template in use
+    ``PairedDatasetMapper`` maps as ``DatasetMapper`` does)."""
+    return cfg.MODEL.META_ARCHITECTURE == "TemplateRCNN" or bool(cfg.INPUT.DEFECT_CROP.ENABLED)
 
 
 def normal_image_files(dataset_names):

@@ -5,7 +5,8 @@ It reads the defect image I and its template T (``template_file_name`` of the da
 1. optionally misaligns T (``INPUT.TEMPLATE.SHIFT_RANGE`` / ``MAX_ROTATION``; at test time only with
    ``SHIFT_AT_TEST``, then deterministically per image) to simulate the paper's "pixel gap";
 2. optionally registers T back onto I (``INPUT.TEMPLATE.ALIGN``, phase correlation);
-3. applies ONE draw of the geometric augmentations (resize, flip, crop, ...) to I and replays the
+3. applies ONE draw of the geometric augmentations (``INPUT.DEFECT_CROP``'s crop at full resolution
+   (:mod:`defect_det.data.defect_crop`), resize, flip, ...) to I and replays the
    returned transforms on T, so pixel (y, x) of both tensors shows the same fabric location;
 4. optionally jitters brightness/contrast of I and T independently (``INPUT.TEMPLATE.PHOTOMETRIC``);
 5. for PTG training, attaches a random defect-free image of the training set to each defect image
@@ -34,6 +35,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..data.defect_crop import defect_crop_augmentation, gt_boxes_xyxy
 from ..data.image_io import read_image
 from ..data.template_ops import align_template, sample_misalignment, warp_template
 
@@ -163,6 +165,10 @@ class PairedDatasetMapper(DatasetMapper):
             photometric=t.PHOTOMETRIC,
             normal_pool=normal_pool,
         )
+        crop = defect_crop_augmentation(cfg, is_train)
+        if crop is not None:  # at full resolution, before the resize; masks: boxes recomputed after the crop
+            ret["augmentations"].insert(0, crop)
+            ret["recompute_boxes"] = cfg.MODEL.MASK_ON
         ret.update(mask_loading_args(cfg))
         return ret
 
@@ -241,7 +247,8 @@ class PairedDatasetMapper(DatasetMapper):
         place). Used by :class:`~defect_det.inference.DefectPredictor` on arrays.
         """
         template = self._prepare_template(dataset_dict, image, template, template_name, missing)
-        aug_input = T.AugInput(image)
+        # the ground-truth boxes go with the image so that INPUT.DEFECT_CROP can place its crop on a defect
+        aug_input = T.AugInput(image, boxes=gt_boxes_xyxy(dataset_dict) if self.is_train else None)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         if template is not None:
