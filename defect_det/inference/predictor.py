@@ -94,6 +94,22 @@ class DefectPredictor:
         d["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         return d
 
+    def inputs(self, images: Union[ImageLike, Sequence[ImageLike]],
+               templates: Union[None, ImageLike, Sequence[Optional[ImageLike]]] = None) -> List[Dict]:
+        """The model's input dicts for ``images`` (and ``templates``), as :meth:`__call__` builds them (e.g.
+        the sample of ``tools/export_model.py --sample-image``)."""
+        single = isinstance(images, (str, os.PathLike, np.ndarray))
+        image_list: List[ImageLike] = [images] if single else list(images)
+        if not image_list:
+            raise ValueError("DefectPredictor: no image given")
+        if templates is None:
+            template_list: List[Optional[ImageLike]] = [None] * len(image_list)
+        else:
+            template_list = [templates] if single else list(templates)
+            if len(template_list) != len(image_list):
+                raise ValueError(f"DefectPredictor: {len(image_list)} images but {len(template_list)} templates")
+        return [self._input(im, t, i) for i, (im, t) in enumerate(zip(image_list, template_list))]
+
     @torch.no_grad()
     def __call__(self, images: Union[ImageLike, Sequence[ImageLike]],
                  templates: Union[None, ImageLike, Sequence[Optional[ImageLike]]] = None):
@@ -106,15 +122,5 @@ class DefectPredictor:
             one output dict (module doc) for one image, a list of them for a list.
         """
         single = isinstance(images, (str, os.PathLike, np.ndarray))
-        image_list: List[ImageLike] = [images] if single else list(images)
-        if not image_list:
-            raise ValueError("DefectPredictor: no image given")
-        if templates is None:
-            template_list: List[Optional[ImageLike]] = [None] * len(image_list)
-        else:
-            template_list = [templates] if single else list(templates)
-            if len(template_list) != len(image_list):
-                raise ValueError(f"DefectPredictor: {len(image_list)} images but {len(template_list)} templates")
-        inputs = [self._input(im, t, i) for i, (im, t) in enumerate(zip(image_list, template_list))]
-        outputs = self.model(inputs)
+        outputs = self.model(self.inputs(images, templates))
         return outputs[0] if single else outputs

@@ -87,6 +87,8 @@ class ChannelNorm(nn.Module):
         mean = x.mean(dim=(2, 3), keepdim=True)
         if self.mode == "instance":
             scale = torch.rsqrt(x.var(dim=(2, 3), keepdim=True, unbiased=False) + self.eps)
+        elif torch.jit.is_tracing():
+            scale = self._authors_scale_traced(x, mean)
         elif x.shape[2] * x.shape[3] > 1:
             scale = torch.rsqrt(x.std(dim=(2, 3), keepdim=True, unbiased=True) + self.eps)
         else:
@@ -94,12 +96,22 @@ class ChannelNorm(nn.Module):
         x = (x - mean) * scale * self.weight.view(1, -1, 1, 1)
         return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
 
+    def _authors_scale_traced(self, x, mean):
+        """The ``"authors"`` scale (N, C, 1, 1) without a Python branch on the map size, so that a traced
+        model (tools/export_model.py) picks the 1 x 1 case per input, not once at the tracing size: the
+        unbiased standard deviation written out (equal to ``x.std`` up to float rounding)."""
+        n = x.new_ones(x.shape[2:]).sum()                            # H * W, a traced value
+        var = (x - mean).square().sum(dim=(2, 3), keepdim=True) / (n - 1).clamp(min=1)
+        return torch.where(n > 1, torch.rsqrt(var.sqrt() + self.eps), torch.full_like(var, self.eps ** -0.5))
+
 
 def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int, norm: str = "authors") -> Conv2d:
-    """``kernel_size`` conv ("same" padding, no bias) + per-sample per-channel norm + ReLU."""
+    """``kernel_size`` conv ("same" padding, no bias) + per-sample per-channel norm + ReLU (an ``nn.ReLU``
+    module, not ``F.relu``: TorchScript compiles Detectron2's ``Conv2d`` only with a module activation;
+    it holds no state, so checkpoints are unchanged)."""
     return Conv2d(
         in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False,
-        norm=ChannelNorm(out_channels, mode=norm), activation=F.relu,
+        norm=ChannelNorm(out_channels, mode=norm), activation=nn.ReLU(),
     )
 
 
@@ -273,15 +285,33 @@ class SegDecNet(nn.Module):
         return (x - self.pixel_mean) / self.pixel_std
 
     def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
         x = self.preprocess_image(batched_inputs)
         features, seg_logits = self.segmentation(x)
         if self.gradient_adjustment:
             dec_logits = self.decision(features.detach(), seg_logits.detach())
         else:
             dec_logits = self.decision(features, seg_logits)
-        if self.training:
-            return self.losses(batched_inputs, seg_logits, dec_logits)
-        return self.postprocess(batched_inputs, torch.sigmoid(seg_logits), torch.sigmoid(dec_logits), x.shape[-2:])
+        return self.losses(batched_inputs, seg_logits, dec_logits)
+
+    def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
+        """
+        Args:
+            batched_inputs: as :meth:`forward` at inference.
+            do_postprocess: upsample the defect map to each image's output size (class doc).
+        Returns:
+            ``do_postprocess``: the per-image dicts of the class doc; otherwise per image
+            ``{"seg_probs": (1, H/8, W/8) defect probabilities at the network's stride, "score": ()}``
+            (what ``tools/export_model.py`` also returns, so that a deployed model can be resized to
+            any output size exactly as here).
+        """
+        x = self.preprocess_image(batched_inputs)
+        features, seg_logits = self.segmentation(x)
+        probs, scores = torch.sigmoid(seg_logits), torch.sigmoid(self.decision(features, seg_logits))
+        if do_postprocess:
+            return self.postprocess(batched_inputs, probs, scores, x.shape[-2:])
+        return [{"seg_probs": probs[i], "score": scores[i]} for i in range(len(batched_inputs))]
 
     def _targets(self, batched_inputs, map_size):
         """Per image: (use_pixel_labels, target (h, w), weight (h, w)) on the model's device."""
@@ -345,7 +375,10 @@ class SegDecNet(nn.Module):
         probabilities; returns the per-image output dicts (class doc)."""
         results = []
         for i, d in enumerate(batched_inputs):
-            size = (int(d.get("height", input_size[0])), int(d.get("width", input_size[1])))
+            if "height" in d or "width" in d:
+                size = (int(d.get("height", input_size[0])), int(d.get("width", input_size[1])))
+            else:  # no int(): a traced model (tools/export_model.py) follows its input's size
+                size = (input_size[0], input_size[1])
             prob = F.interpolate(probs[i : i + 1], size=size, mode="bilinear", align_corners=False)[0]
             results.append({"sem_seg": prob, "score": scores[i]})
         return results

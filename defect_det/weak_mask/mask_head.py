@@ -306,7 +306,8 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
         pooled = pool_cues(maps, box_lists, tuple(size))           # (R, C + 1, M, M)
         diff, valid = None, None
         if self.use_template and bool(cue_valid.any()):
-            image_index = torch.cat([torch.full((len(b),), i, device=pooled.device, dtype=torch.long)
+            # sized from the boxes themselves (not len()), so a traced model follows the box count
+            image_index = torch.cat([torch.full_like(b.tensor[:, 0], i, dtype=torch.long, device=pooled.device)
                                      for i, b in enumerate(box_lists)])
             diff, valid = pooled[:, -1:], cue_valid[image_index]
         return pooled[:, :-1], diff, valid
@@ -400,10 +401,12 @@ class BoxSupervisedMaskHead(MaskRCNNConvUpsampleHead):
     def refine(self, instances: List[Instances], cues):
         """Refine ``pred_masks`` (R_i, 1, M, M) of the detections in place (at ``pred_boxes``), with the
         batch's :meth:`cues`."""
-        if sum(len(i) for i in instances) == 0:
+        # traced (tools/export_model.py): no shortcut frozen on the example's detection count
+        if not torch.jit.is_tracing() and sum(len(i) for i in instances) == 0:
             return
         probs = torch.cat([i.pred_masks for i in instances])
         affinity = self.affinities(cues, [i.pred_boxes for i in instances], probs.shape[-2:])
         refined = self.refiner(probs, affinity).probs
-        for inst, p in zip(instances, refined.split([len(i) for i in instances])):
+        parts = [refined] if len(instances) == 1 else refined.split([len(i) for i in instances])
+        for inst, p in zip(instances, parts):
             inst.pred_masks = p

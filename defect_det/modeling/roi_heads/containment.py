@@ -32,7 +32,7 @@ def suppress_contained(instances: Instances, thresh: float) -> Instances:
     Returns:
         the kept detections, in decreasing score.
     """
-    if thresh <= 0 or len(instances) < 2:
+    if thresh <= 0 or (len(instances) < 2 and not torch.jit.is_tracing()):
         return instances
     order = instances.scores.argsort(descending=True)
     inst = instances[order]
@@ -40,13 +40,21 @@ def suppress_contained(instances: Instances, thresh: float) -> Instances:
     # (N, N): share of box i inside box j
     covered = pairwise_intersection(boxes, boxes) / boxes.area().clamp(min=1e-6)[:, None]
     same = inst.pred_classes[:, None] == inst.pred_classes[None, :]
-    suppress = (covered >= thresh) & same
-    keep = torch.ones(len(inst), dtype=torch.bool, device=covered.device)
-    for i in range(1, len(inst)):
+    return inst[_greedy_keep((covered >= thresh) & same)]
+
+
+@torch.jit.script_if_tracing
+def _greedy_keep(suppress: torch.Tensor) -> torch.Tensor:
+    """(N, N) bool, ``suppress[i, j]``: detection j (better-scored when j < i) would drop i ->
+    (N,) bool, the greedy keep mask. Scripted when traced, so an exported model keeps the loop over
+    however many detections it gets (tools/export_model.py)."""
+    n = suppress.shape[0]
+    keep = torch.ones(n, dtype=torch.bool, device=suppress.device)
+    for i in range(1, n):
         # any better-scored (earlier), still kept detection that covers i
-        if (suppress[i, :i] & keep[:i]).any():
+        if bool((suppress[i, :i] & keep[:i]).any()):
             keep[i] = False
-    return inst[keep]
+    return keep
 
 
 class ContainmentMixin:

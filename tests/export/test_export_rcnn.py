@@ -1,0 +1,107 @@
+"""Every exportable R-CNN (GeneralizedRCNN with our heads, TemplateRCNN none / pre / inter / ptg (with TR-Post), TR-Post, Cascade,
+box-supervised masks with refinement) traced at one size reproduces the eager model at two other sizes (boxes,
+scores, masks to 1e-4; the same number of detections), in memory and after saving and reloading the file; the
+file run through ExportedModel gives the eager model's final outputs (rescaled boxes, pasted masks)."""
+import pytest
+import torch
+
+from defect_det.export import ExportedModel, compare_outputs, eager_outputs, export_model, export_signature, trace_model
+
+from export_models import CHECK_SIZES, RCNN_ARCHS, TRACE_SIZE, build, rcnn_cfg, rcnn_input
+
+ATOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_cpu():
+    """One thread; TorchScript's profiling executor off (it re-optimises a graph on its first calls, seconds
+    per test; results are the same)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.jit.optimized_execution(False):
+        yield
+    torch.set_num_threads(n)
+
+
+def _run_traced(traced, model, x):
+    """The traced module on the input dict ``x``: {output name: tensor}."""
+    inputs, outputs = export_signature(model)
+    with torch.no_grad():
+        return dict(zip(outputs, traced(*[x[k] for k in inputs])))
+
+
+def _assert_close(ref, out, what):
+    diff = compare_outputs(ref, out)
+    assert all(v <= ATOL for v in diff.values()), (what, diff, {k: tuple(v.shape) for k, v in ref.items()},
+                                                   {k: tuple(v.shape) for k, v in out.items()})
+
+
+@pytest.mark.parametrize("arch", list(RCNN_ARCHS))
+def test_traced_equals_eager_at_other_sizes_and_after_reload(arch, tmp_path):
+    cfg = rcnn_cfg(*RCNN_ARCHS[arch])
+    model = build(cfg)
+    inputs, outputs = export_signature(model)
+    assert inputs == (("image", "template") if arch.split("+")[0] in ("pre", "inter") or "post" in arch else ("image",))
+    assert ("pred_masks" in outputs) == ("mask" in arch)
+    traced, _ = trace_model(model, rcnn_input(TRACE_SIZE, 0))
+    path = str(tmp_path / "model.ts")
+    torch.jit.save(traced, path)
+    reloaded = torch.jit.load(path)
+    counts = []
+    for i, size in enumerate(CHECK_SIZES):
+        x = rcnn_input(size, i + 1)
+        ref = eager_outputs(model, x)
+        counts.append(len(ref["scores"]))
+        assert counts[-1] > 0, "the check needs detections"
+        _assert_close(ref, _run_traced(traced, model, x), f"{arch} traced at {size}")
+        _assert_close(ref, _run_traced(reloaded, model, x), f"{arch} reloaded at {size}")
+        if "pred_masks" in ref:
+            m = ref["pred_masks"]
+            assert m.dim() == 4 and m.shape[1] == 1 and m.shape[0] == counts[-1]
+
+
+def test_detection_count_follows_the_input():
+    """The parity above is meaningful: containment suppression keeps a different number of detections for
+    the tracing input and the two check inputs, and the traced model returns each count."""
+    model = build(rcnn_cfg())
+    traced, _ = trace_model(model, rcnn_input(TRACE_SIZE, 0))
+    sizes = [TRACE_SIZE] + CHECK_SIZES
+    eager = [len(eager_outputs(model, rcnn_input(s, i))["scores"]) for i, s in enumerate(sizes)]
+    ours = [len(_run_traced(traced, model, rcnn_input(s, i))["scores"]) for i, s in enumerate(sizes)]
+    assert ours == eager
+    assert len(set(eager)) > 1, eager
+
+
+def test_export_model_file_gives_the_eager_final_outputs(tmp_path):
+    """export_model writes model.ts + export_info.json and checks parity itself; ExportedModel on input dicts with
+    another output size (height / width) returns what the eager model returns: rescaled boxes, pasted masks; an
+    input without the template the file takes is an error naming it."""
+    cfg = rcnn_cfg(*RCNN_ARCHS["pre+mask"])
+    model = build(cfg)
+    info = export_model(cfg, model, rcnn_input(TRACE_SIZE, 0), str(tmp_path))
+    assert info["path"].endswith("model.ts") and (tmp_path / "export_info.json").is_file()
+    assert info["inputs"] == ["image", "template"]
+    assert info["outputs"] == ["pred_boxes", "scores", "pred_classes", "pred_masks"]
+    assert set(info["parity"]) == {"96x128", "144x152", "120x200"}
+    exported = ExportedModel(info["path"])
+    batch = []
+    for i, (h, w) in enumerate(CHECK_SIZES):
+        d = rcnn_input((h, w), i + 5)
+        d.update(height=int(h * 1.5), width=int(w * 1.5), file_name=f"img{i}.png")
+        batch.append(d)
+    with torch.no_grad():  # one image per forward, as the exported model (a padded batch is another input)
+        eager = [model([d])[0] for d in batch]
+    ours = exported(batch)
+    for e, o in zip(eager, ours):
+        e, o = e["instances"], o["instances"]
+        assert e.image_size == o.image_size
+        assert len(e) == len(o) > 0
+        assert torch.allclose(e.pred_boxes.tensor, o.pred_boxes.tensor, atol=ATOL)
+        assert torch.allclose(e.scores, o.scores, atol=ATOL)
+        assert torch.equal(e.pred_classes, o.pred_classes)
+        assert o.pred_masks.shape == e.pred_masks.shape == (len(e), e.image_size[0], e.image_size[1])
+        assert torch.equal(e.pred_masks, o.pred_masks)
+    del batch[0]["template"]
+    with pytest.raises(ValueError, match=r"img0.png: the exported model .* takes \['image', 'template'\]; "
+                                         r"missing \['template'\]"):
+        exported(batch)
