@@ -1,24 +1,39 @@
 #!/usr/bin/env python
 """Per-image time of the box post-processing step: Detectron2's hard-NMS ``fast_rcnn_inference`` vs
-``sinkhorn_fast_rcnn_inference``, side by side in one process.
+``sinkhorn_fast_rcnn_inference`` in its three forms (``MODEL.SINKHORN_NMS.MODE``: "shared", the
+formulation before issue 17; "dense" and "blocked", the sparse problem of issue 17 as one matrix per
+image and as packed blocks), side by side in one process.
 
 Inputs imitate Detectron2's default test settings: R proposals per image (default 1000) with
 class-specific boxes for C classes (default 15, the Tianchi fabric set) around a few objects,
 softmax scores with one dominant class per proposal, score threshold 0.05, NMS/seed IoU 0.5,
-100 detections per image. Prints a table (median ms per image over ``--reps`` runs) and the ratio.
+100 detections per image. Three tables (medians over ``--reps`` runs, ms per image, wall clock and
+process CPU time; on a shared machine the CPU time is the steadier one):
+
+1. hard / shared / dense / blocked at each ``--batch`` size;
+2. scaling with the number of candidates per image (``--scaling``, B = 1; the proposals per image are
+   scaled to reach each count, the objects stay the same, so clusters grow);
+3. the early-exit trade-off of the blocked form (``--tol-sweep``, with and without warm start): time,
+   Sinkhorn iterations per alternation, and the largest deviation of the region boxes (px) and scores
+   from the converged solution (float64, tol 1e-10).
 
     python tools/benchmark_sinkhorn_nms.py
-    python tools/benchmark_sinkhorn_nms.py --batch 1 4 --proposals 1000 --classes 15
+    python tools/benchmark_sinkhorn_nms.py --batch 1 4 --proposals 1000 --classes 15 --reps 7
+    python tools/benchmark_sinkhorn_nms.py --scaling 250 1000 4000 --tol-sweep 0 0.01
 """
 import argparse
+import dataclasses
 import statistics
 import time
 
 import torch
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 
-from defect_det.sinkhorn_nms.nms import SinkhornNMSParams
 from defect_det.sinkhorn_nms import sinkhorn_fast_rcnn_inference
+from defect_det.sinkhorn_nms.nms import SinkhornNMSParams, _greedy_seeds, _layout, _support, pad_candidates, sinkhorn_nms
+from defect_det.sinkhorn_nms.postprocess import candidates_from_predictions
+
+SCORE, IOU, DETS = 0.05, 0.5, 100
 
 
 def make_inputs(g, B, R, C, H=800, W=1333, objects=8):
@@ -39,12 +54,95 @@ def make_inputs(g, B, R, C, H=800, W=1333, objects=8):
 
 
 def time_fn(fn, reps):
-    ts = []
+    """Median (wall, CPU) seconds of ``fn()`` over ``reps`` runs, after one warm-up run."""
+    fn()
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def fmt(t, B):
+    return f"{t[0] / B * 1e3:.2f} / {t[1] / B * 1e3:.2f}"
+
+
+def candidates(boxes, scores, shapes):
+    cands = [candidates_from_predictions(b, s, sh, SCORE) for b, s, sh in zip(boxes, scores, shapes)]
+    return pad_candidates([c[:3] for c in cands], boxes[0])
+
+
+def problem_stats(boxes, scores, shapes, params):
+    """Regions, blocks and the packed problem's shape (S, NR, M) of the blocked form."""
+    cb, cs, cc, cm = candidates(boxes, scores, shapes)
+    seed_idx, seed_mask = _greedy_seeds(cb, cs, cc, cm, params.seed_iou, params.max_regions)
+    sup = _support(cb, cc, cm, seed_idx, seed_mask, params.iou_floor)
+    lay = _layout(sup, cb.shape[0], cb.shape[1], seed_idx.shape[1], "blocked")
+    B = len(boxes)
+    return f"{sup.reg_k.numel() / B:.0f} | {sup.block_root.numel() / B:.0f} | {'x'.join(map(str, lay.shape))}"
+
+
+def side_by_side(args, g, params):
+    print(f"\n### Hard vs Sinkhorn NMS (ms per image, wall / CPU)\n")
+    print("| B | candidates/img | hard | shared | dense | blocked | blocked/hard (wall, CPU) | blocked n_iter |")
+    print("|---|---|---|---|---|---|---|---|")
+    for B in args.batch:
+        boxes, scores, shapes = make_inputs(g, B, args.proposals, args.classes)
+        n = sum(int((s[:, :-1] > SCORE).sum()) for s in scores) / B
+        hard = time_fn(lambda: fast_rcnn_inference(boxes, scores, shapes, SCORE, IOU, DETS), args.reps)
+        row = [str(B), f"{n:.0f}", fmt(hard, B)]
+        for mode in ("shared", "dense", "blocked"):
+            p = dataclasses.replace(params, mode=mode)
+            t = time_fn(lambda: sinkhorn_fast_rcnn_inference(boxes, scores, shapes, SCORE, IOU, DETS, p), args.reps)
+            row.append(fmt(t, B))
+        row.append(f"{t[0] / hard[0]:.1f}x, {t[1] / hard[1]:.1f}x")
+        cb, cs, cc, cm = candidates(boxes, scores, shapes)
+        row.append(str(sinkhorn_nms(cb, cs, cc, cm, params=params, return_plan=False).n_iter))
+        print("| " + " | ".join(row) + " |")
+
+
+def scaling(args, g, params):
+    print(f"\n### Scaling with the candidates per image (B = 1, ms per image, wall / CPU)\n")
+    print("| proposals | candidates | regions | blocks | packed S x NR x M | hard | dense | blocked | "
+          "blocked/hard (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    per_proposal = 2.46  # candidates per proposal at 15 classes and score 0.05 (measured)
+    for target in args.scaling:
+        R = max(int(round(target / per_proposal * 15 / args.classes)), 1)
+        boxes, scores, shapes = make_inputs(g, 1, R, args.classes)
+        n = int((scores[0][:, :-1] > SCORE).sum())
+        hard = time_fn(lambda: fast_rcnn_inference(boxes, scores, shapes, SCORE, IOU, DETS), args.reps)
+        row = [str(R), str(n), problem_stats(boxes, scores, shapes, params), fmt(hard, 1)]
+        for mode in ("dense", "blocked"):
+            p = dataclasses.replace(params, mode=mode)
+            t = time_fn(lambda: sinkhorn_fast_rcnn_inference(boxes, scores, shapes, SCORE, IOU, DETS, p), args.reps)
+            row.append(fmt(t, 1))
+        row.append(f"{t[1] / hard[1]:.1f}x")
+        print("| " + " | ".join(row) + " |")
+
+
+def tol_sweep(args, g, params):
+    B = max(args.batch)
+    boxes, scores, shapes = make_inputs(g, B, args.proposals, args.classes)
+    cb, cs, cc, cm = candidates(boxes, scores, shapes)
+    ref = sinkhorn_nms(cb.double(), cs.double(), cc, cm, return_plan=False,
+                       params=dataclasses.replace(params, tol=1e-10, sinkhorn_iters=5000))
+    print(f"\n### Early exit and warm start (blocked, B = {B}; deviation from the converged solution, "
+          f"float64 with tol 1e-10: {ref.n_iter} iterations)\n")
+    print("| tol | warm start | sinkhorn_iters | ms/img (wall / CPU) | n_iter | max box dev px | max score dev | same regions |")
+    print("|---|---|---|---|---|---|---|---|")
+    for tol in args.tol_sweep:
+        for warm in (True, False):
+            p = dataclasses.replace(params, tol=tol, warm_start=warm)
+            t = time_fn(lambda: sinkhorn_fast_rcnn_inference(boxes, scores, shapes, SCORE, IOU, DETS, p), args.reps)
+            res = sinkhorn_nms(cb, cs, cc, cm, params=p, return_plan=False)
+            v = ref.valid
+            box = float((res.boxes.double() - ref.boxes)[v].abs().max())
+            score = float((res.scores.double() - ref.scores)[v].abs().max())
+            print(f"| {tol:g} | {warm} | {p.sinkhorn_iters} | {fmt(t, B)} | {res.n_iter} | {box:.3g} | {score:.2g} | "
+                  f"{bool(torch.equal(res.valid, v))} |")
 
 
 def main():
@@ -54,24 +152,25 @@ def main():
     ap.add_argument("--classes", type=int, default=15)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--scaling", type=int, nargs="*", default=[250, 500, 1000, 2000, 4000],
+                    help="candidates per image to reach (empty: skip the table)")
+    ap.add_argument("--tol-sweep", type=float, nargs="*", default=[0.0, 1e-3, 1e-2, 3e-2, 1e-1],
+                    help="early-exit tolerances to compare (empty: skip the table)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     params = SinkhornNMSParams()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, R={args.proposals} proposals x "
-          f"C={args.classes} classes, score 0.05, IoU 0.5, 100 dets; Sinkhorn: tau={params.tau}, "
-          f"{params.refine_iters + 1} assignments x {params.sinkhorn_iters} iterations")
-    print("| B | candidates/img | hard ms/img | sinkhorn ms/img | ratio sinkhorn/hard |")
-    print("|---|---|---|---|---|")
+          f"C={args.classes} classes, score {SCORE}, IoU {IOU}, {DETS} dets; Sinkhorn: tau={params.tau}, "
+          f"{params.refine_iters + 1} assignments (the first in closed form), at most {params.sinkhorn_iters} "
+          f"iterations, tol={params.tol}, warm start {params.warm_start}, IoU floor {params.iou_floor}")
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for B in args.batch:
-            boxes, scores, shapes = make_inputs(g, B, args.proposals, args.classes)
-            n = sum(int((s[:, :-1] > 0.05).sum()) for s in scores) / B
-            hard = time_fn(lambda: fast_rcnn_inference(boxes, scores, shapes, 0.05, 0.5, 100), args.reps)
-            sk = time_fn(lambda: sinkhorn_fast_rcnn_inference(boxes, scores, shapes, 0.05, 0.5, 100, params),
-                         args.reps)
-            print(f"| {B} | {n:.0f} | {hard / B * 1e3:.2f} | {sk / B * 1e3:.2f} | {sk / hard:.1f}x |")
+        side_by_side(args, g, params)
+        if args.scaling:
+            scaling(args, g, params)
+        if args.tol_sweep:
+            tol_sweep(args, g, params)
 
 
 if __name__ == "__main__":

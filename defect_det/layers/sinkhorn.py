@@ -97,6 +97,7 @@ def sinkhorn(
     max_iter: int = 100,
     tol: float = 0.0,
     impl: str = "auto",
+    validate: bool = True,
 ) -> SinkhornResult:
     """Entropy-regularised optimal transport, batched and masked, in the log domain.
 
@@ -109,6 +110,11 @@ def sinkhorn(
         impl: "auto" (compiled ``defect_det._C`` if built, else the reference with one warning),
             "cpp" (compiled kernel, error if unavailable; CPU or CUDA by ``cost.device``) or
             "reference" (pure PyTorch, autograd through the unrolled iterations).
+        validate: check the inputs (:func:`validate_sinkhorn_inputs`). ``False`` is for callers that
+            build the problem themselves and pay the ~30 small checking ops per call otherwise (Sinkhorn
+            NMS): then ``a``, ``b``, ``row_mask`` and ``col_mask`` must all be given, the masks exactly
+            the entries of positive mass, the marginals 0 elsewhere, every problem empty or with equal
+            masses, and the cost finite; nothing is checked (compiled kernels only).
     Returns:
         SinkhornResult(plan (B, N, M), f (B, N), g (B, M), n_iter). Differentiable w.r.t.
         ``cost``, ``a`` and ``b``. Raises ValueError naming the argument on invalid input.
@@ -117,6 +123,11 @@ def sinkhorn(
         raise ValueError(f"sinkhorn: `impl` must be 'auto', 'cpp' or 'reference', got {impl!r}")
     if impl == "reference":
         return sinkhorn_reference(cost, eps, a, b, row_mask, col_mask, max_iter, tol)
+    if not validate and compiled_sinkhorn_available(cost.device.type):
+        plan, f, g, n_iter = _SinkhornFunction.apply(
+            cost, a, b, row_mask, col_mask, float(eps), int(max_iter), float(tol)
+        )
+        return SinkhornResult(plan, f, g, int(n_iter))
     if not compiled_sinkhorn_available(cost.device.type if isinstance(cost, torch.Tensor) else "cpu"):
         if impl == "cpp":
             raise RuntimeError("sinkhorn: impl='cpp' but defect_det._C is not built for this device")

@@ -18,7 +18,16 @@ def add_sinkhorn_nms_config(cfg):
     _c.DUSTBIN_COST = 0.5   # cost of the background slot
     _c.MAX_REGIONS = 100    # cap on regions per image
     _c.REFINE_ITERS = 2     # assignment -> centres -> assignment alternations
-    _c.SINKHORN_ITERS = 50  # Sinkhorn iterations per assignment
+    _c.SINKHORN_ITERS = 50  # Sinkhorn iterations per assignment (at most, see TOL)
+    # Issue 17: a candidate may join only a region of its class whose seed box it overlaps by IoU > IOU_FLOOR
+    # (< 0: only classes are separated); the allowed pairs split the batch into independent blocks, each with
+    # its own dustbin. MODE "blocked" solves the blocks packed into few small problems, "dense" the same
+    # problem as one matrix per image (same plan, for checks), "shared" the earlier formulation (one dustbin
+    # per image, only classes separated).
+    _c.MODE = "blocked"
+    _c.IOU_FLOOR = 0.0
+    _c.TOL = 0.01           # early exit once every problem's row-marginal L1 error is below TOL (0 = off)
+    _c.WARM_START = True    # each alternation starts from the previous one's dual potentials
     _c.SCORE_POWER = 1.0    # region weights P_jk * score_j ** SCORE_POWER
     # End-to-end training: weight of the loss computed after Sinkhorn NMS (soft one-to-one matching
     # of the regions to the ground truth, defect_det/sinkhorn_nms/loss.py); 0 = off. Needs

@@ -60,7 +60,7 @@ def sinkhorn_nms_matching_loss(boxes, probs, gt_boxes, gt_classes, image_sizes, 
         scalar loss tensor.
     """
     cb, cs, cc, cm = gather_candidates(boxes, probs, score_thresh, topk)
-    res = sinkhorn_nms(cb, cs, cc, cm, params=params)
+    res = sinkhorn_nms(cb, cs, cc, cm, params=params, return_plan=False)
     B, K = res.scores.shape
     G = max([g.shape[0] for g in gt_boxes] + [1])
     dev, dt = cs.device, cs.dtype

@@ -29,7 +29,7 @@ def sinkhorn_nms_params_from_cfg(cfg) -> SinkhornNMSParams:
         alpha=c.ALPHA, beta=c.BETA, gamma=c.GAMMA, tau=c.TAU, spatial=c.SPATIAL,
         dustbin_cost=c.DUSTBIN_COST, seed_iou=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
         max_regions=c.MAX_REGIONS, refine_iters=c.REFINE_ITERS, sinkhorn_iters=c.SINKHORN_ITERS,
-        score_power=c.SCORE_POWER,
+        score_power=c.SCORE_POWER, mode=c.MODE, iou_floor=c.IOU_FLOOR, tol=c.TOL, warm_start=c.WARM_START,
     )
     try:
         return p.check()
@@ -57,7 +57,7 @@ def sinkhorn_fast_rcnn_inference(
     ref = boxes[0] if boxes else torch.zeros(0, 4)
     cb, cs, cc, cm = pad_candidates([c[:3] for c in cands], ref)
     p = SinkhornNMSParams(**{**params.__dict__, "seed_iou": nms_thresh})
-    res = sinkhorn_nms(cb, cs, cc, cm, params=p)
+    res = sinkhorn_nms(cb, cs, cc, cm, params=p, return_plan=False)
     results, kept = [], []
     for i, (_, _, _, prop_idx) in enumerate(cands):
         valid = res.valid[i].nonzero().squeeze(1)

@@ -141,6 +141,37 @@ def test_early_exit():
     torch.testing.assert_close(res.plan.sum(1), b, atol=1e-12, rtol=0)
 
 
+@needs_C
+def test_unvalidated_call_matches_validated():
+    """validate=False (callers that build valid problems, e.g. Sinkhorn NMS) runs the same op: same plan,
+    duals and gradients, masked problem with an empty batch element."""
+    cost, a, b, row, col = _problem(3, 7, 5, masked=True, seed=9)
+    row[2], col[2] = False, False  # an empty problem
+    a, b = a * row, b * col
+    row, col = row & (a > 0), col & (b > 0)
+    out = []
+    for validate in (True, False):
+        c = cost.clone().requires_grad_()
+        res = sinkhorn(c, 0.1, a, b, row, col, max_iter=30, tol=1e-9, impl="cpp", validate=validate)
+        (res.plan * torch.arange(5.0, dtype=cost.dtype)).sum().backward()
+        out.append((res, c.grad))
+    (r1, g1), (r2, g2) = out
+    assert r1.n_iter == r2.n_iter
+    for x, y in ((r1.plan, r2.plan), (r1.f, r2.f), (r1.g, r2.g), (g1, g2)):
+        assert torch.equal(x, y)
+
+
+def test_nan_in_a_large_cost_is_found():
+    """The finite check sums the cost first and tests elementwise only when the sum is not finite."""
+    cost = torch.rand(2, 50, 40)
+    cost[1, 17, 3] = float("nan")
+    with pytest.raises(ValueError, match="cost"):
+        sinkhorn(cost, 0.1, impl="reference")
+    cost[1, 17, 3] = 3e38  # finite, but the sum overflows: still valid
+    cost[1, 18, 3] = 3e38
+    assert torch.isfinite(sinkhorn(cost, 0.1, max_iter=2, impl="reference").plan).all()
+
+
 BAD_INPUTS = [
     ("cost", dict(cost=torch.tensor([[[0.0, float("nan")], [1.0, 2.0]]]))),
     ("cost", dict(cost=torch.tensor([[[0.0, float("inf")], [1.0, 2.0]]]))),
