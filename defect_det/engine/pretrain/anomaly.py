@@ -23,8 +23,9 @@ Synthesis (per image, on the augmented un-normalised image ``I``, HxWx3 in 0..25
   offset (+-15..70 per channel), ``I`` scaled by 0.6-1.4, ``I`` blurred (sigma 1.5-4), ``I`` + Gaussian
   noise (sigma 8-30), or another defect-free image of the batch (foreign texture);
 - ``I' = I + a * S * (F - I)``, ``a`` in [0.35, 1];
-- target ``M = [a * S > 0.5] and [box3(|I' - I|) > 12]`` per pixel (a pasted region identical to what it
-  covers is not an irregularity), max-pooled to the head's stride (a cell is positive if it holds one
+- target ``M = [S > 0.5] and [box3(|I' - I|) > 12]`` per pixel (the shape, where it changed the image,
+  whatever its opacity ``a``) (a pasted region identical to what it covers
+  is not an irregularity), max-pooled to the head's stride (a cell is positive if it holds one
   anomalous pixel).
 """
 import math
@@ -126,10 +127,11 @@ def synthesize_anomalies(img, rng, other=None, p_clean=0.25, max_k=3, min_change
     region = np.zeros((h, w), bool)
     if rng.random() >= p_clean:
         for _ in range(int(rng.integers(1, max_k + 1))):
-            s = _shape(rng, h, w) * np.float32(rng.uniform(0.35, 1.0))
+            shape = _shape(rng, h, w)
+            s = shape * np.float32(rng.uniform(0.35, 1.0))
             f = _fill(rng, out, other)
             out = out + s[..., None] * (f - out)
-            region |= s > 0.5
+            region |= shape > 0.5
     change = cv2.blur(np.abs(out - img).max(axis=2), (3, 3))
     return out, (region & (change > min_change)).astype(np.float32)
 
