@@ -46,18 +46,26 @@ def sample_input(cfg, predictor, image: Optional[str] = None, template: Optional
     return next(iter(loader))[0]
 
 
-def latency_ms(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls after ``warmup`` calls."""
+def latency_ms(fns: Dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> Dict[str, Dict[str, float]]:
+    """
+    Wall time per call of each function, in milliseconds, the functions called in turn (a, b, a, b, ...) so that
+    a busy machine slows all of them alike; ``warmup`` calls of each first (TorchScript optimises a graph on its
+    first calls).
+
+    Returns:
+        {name: {"median": ms, "min": ms}} over ``runs`` calls each.
+    """
+    times = {k: [] for k in fns}
     with torch.no_grad():
         for _ in range(warmup):
-            fn()
-        times = []
+            for fn in fns.values():
+                fn()
         for _ in range(max(1, runs)):
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1000.0)
-    times.sort()
-    return times[len(times) // 2]
+            for k, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t) * 1000.0)
+    return {k: {"median": sorted(v)[len(v) // 2], "min": min(v)} for k, v in times.items()}
 
 
 def evaluate(cfg, model, dataset_name: str, output_dir: str) -> Dict:
@@ -126,11 +134,12 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
 
     if args.benchmark > 0:
         exported = ExportedModel(info["path"])
-        eager = latency_ms(lambda: eager_outputs(model, sample), args.benchmark)
-        ours = latency_ms(lambda: exported.run(sample), args.benchmark)
-        info["latency_ms"] = {"eager": eager, "exported": ours}
-        print(f"[export] latency per image (median of {args.benchmark}, {torch.get_num_threads()} threads): "
-              f"eager {eager:.1f} ms, exported {ours:.1f} ms")
+        lat = latency_ms({"eager": lambda: eager_outputs(model, sample), "exported": lambda: exported.run(sample)},
+                         args.benchmark)
+        info["latency_ms"] = lat
+        print(f"[export] latency per image ({args.benchmark} calls each, alternating, {torch.get_num_threads()} "
+              f"threads): eager {lat['eager']['median']:.1f} ms (min {lat['eager']['min']:.1f}), exported "
+              f"{lat['exported']['median']:.1f} ms (min {lat['exported']['min']:.1f})")
 
     if args.run_eval:
         dataset = args.eval_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)

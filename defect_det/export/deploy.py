@@ -21,8 +21,10 @@ SegDecNet                 ``image`` (C, H, W), H and W multiples of 8    ``sem_s
 These are the outputs of the eager model before its last step (Detectron2's ``do_postprocess=False``): R-CNN
 boxes are not rescaled to another output size and masks not pasted; :class:`~.runtime.ExportedModel` does both
 exactly as the eager model (``detector_postprocess``), and resizes SegDecNet's ``seg_probs`` to a requested
-``height`` / ``width`` as :meth:`SegDecNet.postprocess` does. ``export_info.json`` beside the file lists the
-inputs, outputs and the test-time resize of the config.
+``height`` / ``width`` as :meth:`SegDecNet.postprocess` does. The test-time steps of the mapper are not in the
+file either: the resize to the test scale and, with ``INPUT.TEMPLATE.ALIGN``, the template's phase-correlation
+alignment (``defect_det.data.template_ops.align_template``). ``export_info.json`` beside the file lists the
+inputs, outputs, the test-time resize and whether the config aligns templates.
 
 **Formats and methods** (:func:`check_export` refuses the rest with the reason):
 
@@ -256,9 +258,26 @@ def trace_model(model, sample: Dict):
 
 
 # ---------------------------------------------------------------------------------------------- parity
+def _canonical_order(outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """R-CNN outputs with the detections in decreasing score, ties by class then box (x0, y0, x1, y1): eager and
+    traced models may order detections of exactly equal score differently (torchvision's ``batched_nms`` takes
+    another code path when traced), which is the same result."""
+    if "scores" not in outputs or "pred_boxes" not in outputs:
+        return outputs
+    order = torch.arange(len(outputs["scores"]))
+    keys = [outputs["pred_boxes"][:, j] for j in (3, 2, 1, 0)] + [outputs["pred_classes"], -outputs["scores"]]
+    for key in keys:  # least significant first; stable sorts
+        order = order[torch.sort(key[order], stable=True).indices]
+    return {k: (v[order] if v.dim() > 0 and v.shape[0] == len(order) else v) for k, v in outputs.items()}
+
+
 def compare_outputs(reference: Dict[str, torch.Tensor], other: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Max |reference - other| per output name (``inf`` where the shapes differ, e.g. another number of
-    detections; 0 for two empty tensors)."""
+    detections; 0 for two empty tensors). Detections are compared in a canonical order
+    (:func:`_canonical_order`: only detections of equal score may swap)."""
+    if reference.get("scores") is not None and other.get("scores") is not None and \
+            reference["scores"].shape == other["scores"].shape:
+        reference, other = _canonical_order(reference), _canonical_order(other)
     diffs = {}
     for k, a in reference.items():
         b = other.get(k)
@@ -310,7 +329,9 @@ def _info(cfg, model, fmt: str, method: str, sample: Dict) -> Dict:
         info.update(min_size_test=int(cfg.INPUT.MIN_SIZE_TEST), max_size_test=int(cfg.INPUT.MAX_SIZE_TEST),
                     num_classes=int(cfg.MODEL.ROI_HEADS.NUM_CLASSES), roi_heads=cfg.MODEL.ROI_HEADS.NAME)
         if cfg.MODEL.META_ARCHITECTURE == "TemplateRCNN":
-            info.update(template_mode=cfg.MODEL.TEMPLATE.MODE, template_post=bool(cfg.MODEL.TEMPLATE.POST))
+            # the alignment (INPUT.TEMPLATE.ALIGN) is a mapper step, not part of the exported model
+            info.update(template_mode=cfg.MODEL.TEMPLATE.MODE, template_post=bool(cfg.MODEL.TEMPLATE.POST),
+                        template_align=bool(cfg.INPUT.TEMPLATE.ALIGN))
     return info
 
 

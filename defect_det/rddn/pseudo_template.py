@@ -43,7 +43,9 @@ class StageGenerator(nn.Module):
     def forward(self, x):
         h, w = x.shape[-2:]
         ph, pw = (-h) % 4, (-w) % 4
-        if ph or pw:
+        # traced (tools/export_model.py): always pad, by the traced amounts (0 is a no-op), so that the branch is
+        # not frozen at the tracing size
+        if torch.jit.is_tracing() or ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         y = self.decoder(self.encoder(x))
         return y[..., :h, :w]

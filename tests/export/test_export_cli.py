@@ -125,6 +125,21 @@ def test_cli_run_eval_equals_eager(tiny_fabric, tmp_path, capsys):
     assert json.loads((out / "eval.json").read_text())["dataset"] == "tiny_fabric_test"
 
 
+def test_benchmark_rows_and_table():
+    """tools/benchmark_export.py's cells: a working one has parity and both latencies, a refused one the reason."""
+    from defect_det.export.benchmark import benchmark_row, format_table
+
+    ok = benchmark_row(segdec_cfg(), "torchscript", "scripting", runs=1)
+    assert ok["status"] == "works" and set(ok["eager_ms"]) == {"median", "min"} and ok["size"] == [64, 64]
+    refused = benchmark_row(rcnn_cfg(**{"MODEL__ROI_HEADS__NMS_TYPE": "sinkhorn"}), "torchscript", "tracing")
+    assert refused["status"] == "fails" and "issue 17" in refused["why"]
+    rows = [dict(ok, architecture="SegDecNet", format="torchscript", method="scripting"),
+            dict(refused, architecture="Sinkhorn", format="torchscript", method="tracing")]
+    table = format_table(rows).splitlines()
+    assert len(table) == 4 and table[2].startswith("| SegDecNet | torchscript | scripting | works (max diff")
+    assert table[3].startswith("| Sinkhorn | torchscript | tracing | fails: MODEL.ROI_HEADS.NMS_TYPE 'sinkhorn'")
+
+
 # ------------------------------------------------------------------------------------------------ deployment
 DEPLOY = r"""
 import sys, json, torch, torchvision

@@ -105,3 +105,44 @@ def test_export_model_file_gives_the_eager_final_outputs(tmp_path):
     with pytest.raises(ValueError, match=r"img0.png: the exported model .* takes \['image', 'template'\]; "
                                          r"missing \['template'\]"):
         exported(batch)
+
+
+def test_ptg_pads_per_input():
+    """PTG's generators pad feature maps to multiples of 4: traced where no stage needs it (128 x 128), the model
+    still pads where one does (res5 of a 96-high input is 3 high)."""
+    model = build(rcnn_cfg("ptg"))
+    traced, _ = trace_model(model, rcnn_input((128, 128), 0))
+    for i, size in enumerate([(96, 128), (128, 104)]):
+        x = rcnn_input(size, i + 1)
+        _assert_close(eager_outputs(model, x), _run_traced(traced, model, x), f"ptg at {size}")
+
+
+def test_hard_nms_traced_picks_the_eager_algorithm():
+    """torchvision's batched_nms loops over the classes above 1000 boxes on CPU and offsets the boxes by class below,
+    but always offsets when traced; on pairs of thin boxes whose IoU is within 2e-3 of the threshold the two round
+    differently (Detectron2's fast_rcnn_inference traced at 1800 candidates keeps 2708 of 3600 where eager keeps
+    2676). HardNMS traced decides per call as eager does: the same detections at 360 and 3600 candidates."""
+    from defect_det.modeling.roi_heads import HardNMS
+
+    nms = HardNMS(nms_thresh=0.5, topk_per_image=100000)
+
+    def candidates(n, seed):
+        """2n thin boxes in n shifted pairs with IoU 0.5 +- 2e-3, each box a candidate of 3 classes."""
+        g = torch.Generator().manual_seed(seed)
+        x0, y0 = torch.rand(n, generator=g) * 300, torch.rand(n, generator=g) * 400 + 40
+        h = 0.05 + torch.rand(n, generator=g) * 0.1
+        iou = 0.5 + (torch.rand(n, generator=g) - 0.5) * 4e-3
+        d = h * (1 - iou) / (1 + iou)  # (h - d) / (h + d) = iou
+        a = torch.stack([x0, y0, x0 + 100, y0 + h], 1)
+        b = torch.stack([x0, y0 + d, x0 + 100, y0 + d + h], 1)
+        return torch.cat([a, b]).repeat(1, 3), torch.softmax(torch.randn(2 * n, 4, generator=g) * 3, 1)
+
+    def run(boxes, scores):
+        inst, kept = nms([boxes], [scores], [(480, 480)], 0.0)
+        return inst[0].pred_boxes.tensor, inst[0].scores, inst[0].pred_classes, kept[0]
+
+    traced = torch.jit.trace(run, candidates(300, 0), check_trace=False)
+    for n, seed in ((60, 1), (600, 2)):
+        x = candidates(n, seed)
+        for a, b in zip(run(*x), traced(*x)):
+            assert a.shape == b.shape and torch.equal(a, b), 6 * n

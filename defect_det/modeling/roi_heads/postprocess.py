@@ -29,6 +29,7 @@ import torch
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.registry import Registry
+from torchvision.ops.boxes import _batched_nms_coordinate_trick, _batched_nms_vanilla  # the two paths of batched_nms
 
 __all__ = ["BOX_POSTPROCESSOR_REGISTRY", "BoxPostProcessor", "HardNMS", "build_box_postprocessor",
            "candidates_from_predictions", "NMS_TYPES"]
@@ -90,7 +91,38 @@ class HardNMS(BoxPostProcessor):
         self.topk_per_image = int(topk_per_image)
 
     def __call__(self, boxes, scores, image_shapes, score_thresh):
-        return fast_rcnn_inference(boxes, scores, image_shapes, score_thresh, self.nms_thresh, self.topk_per_image)
+        if not torch.jit.is_tracing():
+            return fast_rcnn_inference(boxes, scores, image_shapes, score_thresh, self.nms_thresh,
+                                       self.topk_per_image)
+        # traced (tools/export_model.py): the same steps, the NMS algorithm chosen at run time as in eager mode
+        per_image = [self._traced_single_image(b, s, shape, score_thresh)
+                     for b, s, shape in zip(boxes, scores, image_shapes)]
+        return [x[0] for x in per_image], [x[1] for x in per_image]
+
+    def _traced_single_image(self, boxes, scores, image_shape, score_thresh):
+        """Detectron2's ``fast_rcnn_inference_single_image`` (filtering, clipping, per-class NMS, top k) with
+        :func:`_batched_nms_as_eager` for the NMS."""
+        boxes, scores, classes, index = candidates_from_predictions(boxes, scores, image_shape, score_thresh)
+        keep = _batched_nms_as_eager(boxes.float(), scores, classes, self.nms_thresh)
+        if self.topk_per_image >= 0:
+            keep = keep[: self.topk_per_image]
+        result = Instances(image_shape)
+        result.pred_boxes = Boxes(boxes[keep])
+        result.scores = scores[keep]
+        result.pred_classes = classes[keep]
+        return result, index[keep]
+
+
+@torch.jit.script_if_tracing
+def _batched_nms_as_eager(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                          iou_threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms`` with its algorithm chosen per call as in eager mode: a loop over the classes
+    above 4000 box coordinates on CPU (20000 on GPU), class-offset boxes in one NMS below. Traced, torchvision
+    always takes the offsets, whose float rounding can keep another near-degenerate box than the eager model;
+    scripted inside the trace, this keeps the exported model's detections equal to the eager model's."""
+    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 20000):
+        return _batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
+    return _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold)
 
 
 def build_box_postprocessor(cfg) -> BoxPostProcessor:
