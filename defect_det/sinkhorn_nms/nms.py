@@ -251,7 +251,8 @@ def _support(boxes, classes, mask, seed_idx, seed_mask, iou_floor) -> _Support:
     N = classes.shape[1]
     dev = classes.device
     with torch.no_grad():
-        box_cm = boxes.detach().reshape(-1, 4).float().t().contiguous()  # (4, B * N)
+        box = boxes.detach().reshape(-1, 4)
+        box_cm = (box if box.dtype in (torch.float32, torch.float64) else box.float()).t().contiguous()  # (4, B*N)
         c_img, c_pos = mask.nonzero(as_tuple=True)  # (n0,) valid candidates, ascending
         r_img, r_k = seed_mask.nonzero(as_tuple=True)  # (R,) valid regions
         reg_cand = r_img * N + seed_idx[r_img, r_k]
@@ -267,8 +268,15 @@ def _support(boxes, classes, mask, seed_idx, seed_mask, iou_floor) -> _Support:
         offs = torch.arange(src.numel(), device=dev) - _take(torch.cumsum(cnt, 0) - cnt - lo, src)
         e_cand, e_reg = _take(c_img * N + c_pos, src), _take(order, offs)
         e_seed = _take(reg_cand, e_reg)
-        iou = _iou_cm(_take(box_cm, e_cand, 1), _take(box_cm, e_seed, 1))
-        keep = ((iou > iou_floor) | (e_cand == e_seed)).nonzero().squeeze(1)
+        bc, bs = _take(box_cm, e_cand, 1), _take(box_cm, e_seed, 1)
+        iw = (torch.minimum(bc[2], bs[2]) - torch.maximum(bc[0], bs[0])).clamp(min=0)
+        ih = (torch.minimum(bc[3], bs[3]) - torch.maximum(bc[1], bs[1])).clamp(min=0)
+        inter = iw * ih
+        if iou_floor > 0:  # IoU > floor  <=>  inter > floor * union
+            over = inter > iou_floor * (_area_cm(bc) + _area_cm(bs) - inter)
+        else:  # IoU > floor for any floor < 0, IoU > 0 for floor 0
+            over = inter > 0 if iou_floor == 0 else torch.ones_like(inter, dtype=torch.bool)
+        keep = (over | (e_cand == e_seed)).nonzero().squeeze(1)
         e_cand, e_reg = _take(e_cand, keep), _take(e_reg, keep)
         rows, row_of_edge = torch.unique_consecutive(e_cand, return_inverse=True)
         R, n = r_img.numel(), rows.numel()
@@ -399,7 +407,7 @@ def _assign(cost, tau, a, b, row_mask, col_mask, g_prev, max_iter, tol):
     plan, and the op starts from g = g_prev. Returns plan (S, R, C), column duals of ``cost`` (S, C),
     iterations run."""
     # keep every valid column strictly positive so the op never sees a 0-mass column
-    b = torch.where(col_mask, b.clamp(min=1e-6), torch.zeros_like(b))
+    b = torch.where(col_mask, b.clamp(min=1e-6), 0.0)
     b = b * (a.sum(1, keepdim=True) / b.sum(1, keepdim=True).clamp(min=1e-12))
     shifted = cost if g_prev is None else cost - g_prev[:, None, :]
     # the problem is valid by construction (finite costs, exact masks, equal masses): no input checks
@@ -451,7 +459,7 @@ def _sparse_sinkhorn_nms(p, boxes, scores, classes, mask, features, image_sizes,
     base = torch.full((S * NR * M,), FORBIDDEN, dtype=dtype, device=boxes.device)
     base[lay.dust_at] = p.dustbin_cost
     mass = lay.cand_mask.to(dtype)  # every candidate has mass 1
-    slot_at = torch.cat([lay.reg_slot, lay.dust_slot])
+    cap_at = torch.cat([_take(lay.reg_slot, er), lay.dust_slot])  # (E + n,) slot of every plan entry, into S * M
     g = None
     n_iter = []
     for it in range(p.refine_iters + 1):
@@ -468,7 +476,7 @@ def _sparse_sinkhorn_nms(p, boxes, scores, classes, mask, features, image_sizes,
             plan_e, dust = _edge_softmax(cost_e, sup.row_of_edge, n, p.dustbin_cost, p.tau)
             n_iter.append(0)
         else:  # capacities: the previous plan's slot sums
-            cap = x_cm.new_zeros(S * M).index_add(0, slot_at, torch.cat([x_cm.new_zeros(R).index_add(0, er, plan_e), dust]))
+            cap = x_cm.new_zeros(S * M).index_add_(0, cap_at, torch.cat([plan_e, dust]))
             cost = base.index_put((lay.edge_at,), cost_e).view(S, NR, M)
             plan, g, k = _assign(cost, p.tau, mass, cap.view(S, M), lay.cand_mask, lay.slot_mask,
                                  g if p.warm_start else None, p.sinkhorn_iters, p.tol)
@@ -476,12 +484,12 @@ def _sparse_sinkhorn_nms(p, boxes, scores, classes, mask, features, image_sizes,
             plan = plan.reshape(-1)
             plan_e, dust = _take(plan, lay.edge_at), _take(plan, lay.dust_at)  # (E,), (n,)
         wgt = plan_e * we
-        norm = x_cm.new_zeros(R).index_add(0, er, wgt).clamp(min=1e-12)  # (R,)
-        region_boxes = x_cm.new_zeros(4, R).index_add(1, er, xe * wgt) / norm
+        norm = x_cm.new_zeros(R).index_add_(0, er, wgt).clamp(min=1e-12)  # (R,)
+        region_boxes = x_cm.new_zeros(4, R).index_add_(1, er, xe * wgt) / norm
         if use_feat:
-            region_feat = fe.new_zeros(R, fe.shape[1]).index_add(0, er, wgt[:, None] * fe) / norm[:, None]
-    region_scores = x_cm.new_zeros(R).index_add(0, er, wgt * se) / norm
-    region_valid = x_cm.new_zeros(R).index_add(0, er, plan_e) > 1e-6
+            region_feat = fe.new_zeros(R, fe.shape[1]).index_add_(0, er, wgt[:, None] * fe) / norm[:, None]
+    region_scores = x_cm.new_zeros(R).index_add_(0, er, wgt * se) / norm
+    region_valid = x_cm.new_zeros(R).index_add_(0, er, plan_e) > 1e-6
     reg_flat = sup.reg_img * K + sup.reg_k
     with torch.no_grad():
         # representative: the member of largest weight, the lowest candidate index among ties

@@ -140,6 +140,14 @@ def test_stable_at_small_tau_and_empty_images():
     assert not res.valid[1].any()
 
 
+@pytest.mark.parametrize("mode", ["blocked", "dense", "shared"])
+def test_batch_without_candidates(mode):
+    boxes, scores = torch.zeros(2, 3, 4), torch.zeros(2, 3)
+    classes, mask = torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool)
+    res = sinkhorn_nms(boxes, scores, classes, mask, params=SinkhornNMSParams(mode=mode))
+    assert not res.valid.any() and res.plan.abs().max() == 0 and torch.isfinite(res.boxes).all()
+
+
 @pytest.mark.parametrize("kw,match", [({"tau": 0.0}, "tau"), ({"spatial": "giou"}, "spatial"),
                                       ({"alpha": -1.0}, "alpha"), ({"mode": "sparse"}, "mode"),
                                       ({"tol": -1.0}, "tol"), ({"iou_floor": 1.0}, "iou_floor")])
