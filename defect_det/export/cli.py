@@ -138,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None
                          args.benchmark)
         info["latency_ms"] = lat
         print(f"[export] latency per image ({args.benchmark} calls each, alternating, {torch.get_num_threads()} "
-              f"threads): eager {lat['eager']['median']:.1f} ms (min {lat['eager']['min']:.1f}), exported "
+              f"thread(s)): eager {lat['eager']['median']:.1f} ms (min {lat['eager']['min']:.1f}), exported "
               f"{lat['exported']['median']:.1f} ms (min {lat['exported']['min']:.1f})")
 
     if args.run_eval:

@@ -5,18 +5,12 @@ scripting) or ONNX (tracing), after Detectron2's ``tools/deploy/export_model.py`
 **What the exported file computes.** One image (batch of 1), already resized to the test scale the caller
 wants (the model itself does not resize); pixel values 0..255 in ``INPUT.FORMAT`` channel order, uint8 or float:
 
-========================  ===========================================  =============================================
-architecture              inputs (in this order)                        outputs (in this order)
-========================  ===========================================  =============================================
-R-CNN (GeneralizedRCNN,   ``image`` (C, H, W); ``template`` (C, H, W)    ``pred_boxes`` (R, 4) XYXY in the input's
-TemplateRCNN, Standard    for TemplateRCNN MODE pre / inter or with      pixels, ``scores`` (R,), ``pred_classes``
-or Cascade heads)         TR-Post (``MODEL.TEMPLATE.POST``)              (R,) int64; with ``MODEL.MASK_ON``
-                                                                         ``pred_masks`` (R, 1, M, M) probabilities
-                                                                         inside each box (not pasted)
-SegDecNet                 ``image`` (C, H, W), H and W multiples of 8    ``sem_seg`` (1, H, W) defect probability at
-                                                                         the input size, ``score`` () image-level
-                                                                         probability, ``seg_probs`` (1, H/8, W/8)
-========================  ===========================================  =============================================
+- R-CNN (``GeneralizedRCNN``, ``TemplateRCNN``; Standard or Cascade heads): inputs ``image`` (C, H, W), then
+  ``template`` (C, H, W) for TemplateRCNN MODE pre / inter or with TR-Post (``MODEL.TEMPLATE.POST``); outputs
+  ``pred_boxes`` (R, 4) XYXY in the input's pixels, ``scores`` (R,), ``pred_classes`` (R,) int64 and, with
+  ``MODEL.MASK_ON``, ``pred_masks`` (R, 1, M, M) probabilities inside each box (not pasted).
+- ``SegDecNet``: input ``image`` (C, H, W), H and W multiples of 8; outputs ``sem_seg`` (1, H, W) defect
+  probability at the input size, ``score`` () image-level probability, ``seg_probs`` (1, H/8, W/8).
 
 These are the outputs of the eager model before its last step (Detectron2's ``do_postprocess=False``): R-CNN
 boxes are not rescaled to another output size and masks not pasted; :class:`~.runtime.ExportedModel` does both
@@ -369,9 +363,11 @@ def export_model(cfg, model, sample: Dict, output_dir: str, fmt: str = "torchscr
     if fmt == "torchscript":
         torch.jit.save(exported, path)
     else:
-        dynamic = {k: {1: "height", 2: "width"} for k in inputs}
-        dynamic.update({k: {0: "detections"} for k in outputs if k != "sem_seg"} if not _is_segdec(model) else
-                       {"sem_seg": {1: "height", 2: "width"}, "seg_probs": {1: "map_height", 2: "map_width"}})
+        dynamic = {k: {1: "height", 2: "width"} for k in inputs}  # sizes that vary per call
+        if _is_segdec(model):
+            dynamic.update(sem_seg={1: "height", 2: "width"}, seg_probs={1: "map_height", 2: "map_width"})
+        else:
+            dynamic.update({k: {0: "detections"} for k in outputs})
         with torch.no_grad():
             torch.onnx.export(adapter, adapter.flattened_inputs, path, opset_version=ONNX_OPSET,
                               input_names=list(inputs), output_names=list(outputs), dynamic_axes=dynamic)
