@@ -6,7 +6,8 @@ scripting) or ONNX (tracing), after Detectron2's ``tools/deploy/export_model.py`
 wants (the model itself does not resize); pixel values 0..255 in ``INPUT.FORMAT`` channel order, uint8 or float:
 
 - R-CNN (``GeneralizedRCNN``, ``TemplateRCNN``; Standard or Cascade heads): inputs ``image`` (C, H, W), then
-  ``template`` (C, H, W) for TemplateRCNN MODE pre / inter or with TR-Post (``MODEL.TEMPLATE.POST``); outputs
+  ``template`` (C, H, W) for TemplateRCNN MODE pre / inter, with TR-Post (``MODEL.TEMPLATE.POST``) or with a
+  mask refinement that reads the template; outputs
   ``pred_boxes`` (R, 4) XYXY in the input's pixels, ``scores`` (R,), ``pred_classes`` (R,) int64 and, with
   ``MODEL.MASK_ON``, ``pred_masks`` (R, 1, M, M) probabilities inside each box (not pasted).
 - ``SegDecNet``: input ``image`` (C, H, W), H and W multiples of 8; outputs ``sem_seg`` (1, H, W) defect
@@ -137,9 +138,16 @@ def _is_segdec(model) -> bool:
 
 
 def _needs_template(model) -> bool:
+    """Whether the exported ``model`` takes a template: TemplateRCNN MODE pre / inter, TR-Post, or a mask head
+    whose inference reads templates (e.g. ``BoxSupervisedMaskHead``'s refinement with ``WEAK.USE_TEMPLATE``)."""
     from ..rddn.meta_arch import TemplateRCNN
 
-    return isinstance(model, TemplateRCNN) and (model.template_mode in ("pre", "inter") or model.template_post)
+    if not isinstance(model, TemplateRCNN):
+        return False
+    heads = model.roi_heads
+    mask_reads = bool(getattr(heads, "mask_on", False) and not heads.training
+                      and getattr(heads.mask_head, "needs_templates", False))
+    return model.template_mode in ("pre", "inter") or model.template_post or mask_reads
 
 
 def _mask_on(model) -> bool:

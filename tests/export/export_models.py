@@ -26,12 +26,12 @@ TINY = {"MODEL.RESNETS.STEM_OUT_CHANNELS": 4, "MODEL.RESNETS.RES2_OUT_CHANNELS":
 RCNN_ARCHS = {
     "baseline": ("baseline", False, False, False),
     "cascade": ("baseline", False, True, False),
-    "none": ("none", False, False, False),
     "pre": ("pre", False, False, False),
     "inter": ("inter", False, False, False),
     "ptg+post": ("ptg", True, False, False),
     "none+post+cascade": ("none", True, True, False),
     "baseline+mask": ("baseline", False, False, True),
+    "none+mask": ("none", False, False, True),  # the refinement reads the template: the file takes one
     "pre+mask": ("pre", False, False, True),
     "ptg+post+cascade+mask": ("ptg", True, True, True),
 }

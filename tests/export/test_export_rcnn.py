@@ -41,7 +41,9 @@ def test_traced_equals_eager_at_other_sizes_and_after_reload(arch, tmp_path):
     cfg = rcnn_cfg(*RCNN_ARCHS[arch])
     model = build(cfg)
     inputs, outputs = export_signature(model)
-    assert inputs == (("image", "template") if arch.split("+")[0] in ("pre", "inter") or "post" in arch else ("image",))
+    mode, post, _, mask = RCNN_ARCHS[arch]
+    takes_template = mode in ("pre", "inter") or post or (mask and mode != "baseline")
+    assert inputs == (("image", "template") if takes_template else ("image",))
     assert ("pred_masks" in outputs) == ("mask" in arch)
     traced, _ = trace_model(model, rcnn_input(TRACE_SIZE, 0))
     path = str(tmp_path / "model.ts")
