@@ -2,6 +2,7 @@
 FPN, 16-d box head) and blocky test images, so that tracing one takes about a second on a CPU."""
 import os
 
+import pytest
 import torch
 from detectron2.modeling import build_model
 
@@ -89,3 +90,14 @@ def rcnn_input(size, seed):
     """One input dict: image and template (the template: another blocky image), ``size`` = (H, W)."""
     h, w = size
     return {"image": blocky_image(h, w, seed), "template": blocky_image(h, w, seed + 100)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_cpu():
+    """One thread; TorchScript's profiling executor off (it re-optimises a graph on its first calls, seconds
+    per test; results are the same). Imported by each export test module (autouse there)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.jit.optimized_execution(False):
+        yield
+    torch.set_num_threads(n)

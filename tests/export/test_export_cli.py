@@ -13,16 +13,9 @@ from defect_det.export import ExportError, check_export, export_model, onnx_avai
 from defect_det.export.cli import main
 
 from conftest import REPO, tiny_cfg
+from export_models import _fast_cpu  # noqa: F401  (autouse fixture)
 from export_models import TINY, TRACE_SIZE, build, rcnn_cfg, rcnn_input, segdec_cfg
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_cpu():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.jit.optimized_execution(False):
-        yield
-    torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------ refusals

@@ -7,20 +7,11 @@ import torch
 
 from defect_det.export import ExportedModel, compare_outputs, eager_outputs, export_model, export_signature, trace_model
 
+from export_models import _fast_cpu  # noqa: F401  (autouse fixture)
 from export_models import CHECK_SIZES, RCNN_ARCHS, TRACE_SIZE, build, rcnn_cfg, rcnn_input
 
 ATOL = 1e-4
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_cpu():
-    """One thread; TorchScript's profiling executor off (it re-optimises a graph on its first calls, seconds
-    per test; results are the same)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.jit.optimized_execution(False):
-        yield
-    torch.set_num_threads(n)
 
 
 def _run_traced(traced, model, x):

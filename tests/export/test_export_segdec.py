@@ -6,20 +6,13 @@ import torch
 
 from defect_det.export import ExportedModel, compare_outputs, eager_outputs, export_model, script_model, trace_model
 
+from export_models import _fast_cpu  # noqa: F401  (autouse fixture)
 from export_models import build, blocky_image, segdec_cfg
 
 ATOL = 1e-4
 TRACE = (64, 64)      # the decision subnet's last map is 1 x 1 here ...
 SIZES = [(80, 96), (128, 136)]  # ... 1 x 1 and 2 x 2 here: both branches of ChannelNorm("authors")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_cpu():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.jit.optimized_execution(False):
-        yield
-    torch.set_num_threads(n)
 
 
 def _input(size, seed):
