@@ -16,6 +16,12 @@ the table is rendered. The runner
   a session continues where it stopped;
 - renders the table from the records alone (``--render``).
 
+Two optional hooks of a :class:`TableSpec` serve tables whose rows are more than a detector's box AP:
+``post`` computes extra metrics of a finished row from its weights (e.g. mask IoU on the ground-truth boxes),
+merged into the record per dataset; ``computed`` rows train nothing and are computed in-process (e.g. a
+network-free reference), recorded in the same schema. Metric names in the rendered tables are paths
+``"<task>.<metric>"`` (``"segm.AP50"``, ``"gt_boxes.mIoU"``); a bare name is a ``bbox`` metric.
+
 ``--final`` evaluates a trained row's ``model_final.pth`` on the test datasets, without training: use it
 once per row, after the row was chosen on validation.
 """
@@ -31,9 +37,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .tables import git_commit, schedule_opts
 
-__all__ = ["REPO", "Row", "TableSpec", "finish_row", "fmt_ap", "get_parser", "load_records", "main",
-           "refresh_ci", "result_path", "run_rows", "seed_table", "start_row", "summarize", "versus",
-           "write_readme_section"]
+__all__ = ["REPO", "Row", "TableSpec", "compute_row", "eval_datasets", "finish_row", "fmt_ap", "get_parser",
+           "load_records", "main", "metric_of", "refresh_ci", "result_path", "row_weights", "run_rows", "seed_table",
+           "start_row", "summarize", "versus", "write_readme_section", "write_record"]
 
 # the repository root of a source checkout: rows run there (configs, tools/train_net.py, default paths)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,6 +61,12 @@ class TableSpec:
     eval_only: Dict[str, str] = field(default_factory=dict)   # row -> the row whose weights it evaluates
     init_from: Dict[str, str] = field(default_factory=dict)   # row -> the row whose weights it starts from
     iters: int = 1000                            # default training iterations of a row
+    # (spec, args, key, seed, run dir, weights, datasets) -> {dataset: {task: {metric: value}}}, merged into the
+    # finished row's metrics (raise SystemExit to fail the row)
+    post: Optional[Callable[..., Dict[str, dict]]] = None
+    # row -> (args, key, seed, datasets) -> ({dataset: {task: {metric: value}}}, command that reproduces it):
+    # rows computed in-process, without training or weights
+    computed: Dict[str, Callable[..., Tuple[Dict[str, dict], str]]] = field(default_factory=dict)
 
 
 def _iters(args, opts):
@@ -68,21 +80,30 @@ def result_path(args, key, seed):
     return os.path.join(args.results, "final" if args.final else "", f"{key}_s{seed}.json")
 
 
+def row_weights(spec: TableSpec, args, key: str, seed: int) -> str:
+    """The ``model_final.pth`` a row's evaluation reads: its own training's, or that of the row it
+    re-evaluates (``eval_only``)."""
+    return os.path.join(args.out, f"{spec.eval_only.get(key, key)}_s{seed}", "model_final.pth")
+
+
+def eval_datasets(spec: TableSpec, args) -> Tuple[str, ...]:
+    """The datasets a row is scored on: the test splits with ``--final``, else the validation split."""
+    return tuple(spec.test) if args.final else (spec.val,)
+
+
 def start_row(spec: TableSpec, args, key: str, seed: int):
     """Start one row's training (or, with ``--final`` or for an evaluation-only row, its evaluation) as a
     subprocess; returns (Popen, out dir, command, start time)."""
     label, cfg, opts = spec.rows[key]
     own_dir = os.path.join(args.out, f"{key}_s{seed}")
     out = os.path.join(own_dir, "final") if args.final else own_dir
-    # an evaluation-only row reads the weights of the row it re-evaluates
-    train_dir = os.path.join(args.out, f"{spec.eval_only[key]}_s{seed}") if key in spec.eval_only else own_dir
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", cfg,
            "--save-results", os.path.join(out, "results.json")]
     cmd += ["OUTPUT_DIR", out, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0"]
     cmd += schedule_opts(args.iters) + ["SOLVER.CHECKPOINT_PERIOD", "250"] + list(opts) + list(args.opts)
     if args.final or key in spec.eval_only:
-        weights = os.path.join(train_dir, "model_final.pth")
+        weights = row_weights(spec, args, key, seed)  # an evaluation-only row reads its source row's
         if not os.path.isfile(weights):
             base = spec.eval_only.get(key, key)
             raise SystemExit(f"error: {weights} missing: train row {base!r} (seed {seed}) first, without --final")
@@ -103,9 +124,35 @@ def start_row(spec: TableSpec, args, key: str, seed: int):
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), out, cmd, time.time()
 
 
+def write_record(spec: TableSpec, args, key: str, seed: int, metrics: dict, command: str, wall_s: float,
+                 iters: int) -> str:
+    """Write the JSON record of one row and seed (module doc) atomically to :func:`result_path`; returns it."""
+    label, cfg, opts = spec.rows[key]
+    record = {
+        "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
+        "iters": iters, "threads": args.threads, "jobs": args.sharing or args.jobs, "commit": git_commit(),
+        "command": command, "metrics": metrics, "wall_s": wall_s, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = result_path(args, key, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"[{spec.name}] done {key} seed {seed}: {wall_s / 60:.1f} min -> {path}", flush=True)
+    return path
+
+
+def _merge(metrics: dict, extra: Dict[str, dict]) -> dict:
+    """``metrics[dataset][task] = ...`` for every dataset and task of ``extra``."""
+    for ds, tasks in extra.items():
+        metrics.setdefault(ds, {}).update(tasks)
+    return metrics
+
+
 def finish_row(spec: TableSpec, args, key, seed, proc, out, cmd, t0) -> bool:
-    """Wait for a row started by :func:`start_row` and write its JSON record (module doc) to
-    :func:`result_path`; returns False (and writes nothing) when the run failed or left no ``results.json``."""
+    """Wait for a row started by :func:`start_row`, run the spec's ``post`` hook on its weights, and write its
+    JSON record (:func:`write_record`); returns False (and writes nothing) when the run or the hook failed or
+    the run left no ``results.json``."""
     rc = proc.wait()
     res_file = os.path.join(out, "results.json")
     if rc != 0 or not os.path.isfile(res_file):
@@ -113,20 +160,23 @@ def finish_row(spec: TableSpec, args, key, seed, proc, out, cmd, t0) -> bool:
         return False
     with open(res_file) as f:
         metrics = json.load(f)
-    label, cfg, opts = spec.rows[key]
-    record = {
-        "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
-        "iters": _iters(args, opts), "threads": args.threads,
-        "jobs": args.sharing or args.jobs, "commit": git_commit(),
-        "command": " ".join(cmd), "metrics": metrics, "wall_s": time.time() - t0,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    path = result_path(args, key, seed)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(path + ".tmp", path)
-    print(f"[{spec.name}] done {key} seed {seed}: {record['wall_s'] / 60:.1f} min -> {path}", flush=True)
+    if spec.post is not None:
+        try:
+            _merge(metrics, spec.post(spec, args, key, seed, out, row_weights(spec, args, key, seed),
+                                      eval_datasets(spec, args)))
+        except SystemExit as e:
+            print(f"[{spec.name}] {key} seed {seed} FAILED after training: {e}", flush=True)
+            return False
+    write_record(spec, args, key, seed, metrics, " ".join(cmd), time.time() - t0, _iters(args, spec.rows[key][2]))
+    return True
+
+
+def compute_row(spec: TableSpec, args, key: str, seed: int) -> bool:
+    """Compute a ``computed`` row in-process and write its record (iterations 0)."""
+    t0 = time.time()
+    print(f"[{spec.name}] compute {key} seed {seed} on {eval_datasets(spec, args)}", flush=True)
+    metrics, command = spec.computed[key](args, key, seed, eval_datasets(spec, args))
+    write_record(spec, args, key, seed, metrics, command, time.time() - t0, 0)
     return True
 
 
@@ -139,16 +189,23 @@ def fmt_ap(m: dict, k: str) -> str:
     return f"{v:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
 
 
+def metric_of(metrics_ds: dict, path: str) -> Tuple[dict, str]:
+    """(task dict, metric name) of the metric path ``"<task>.<metric>"`` (bare name: ``bbox``) in one
+    dataset's metrics; the task dict is empty when missing."""
+    task, _, name = path.rpartition(".")
+    return metrics_ds.get(task or "bbox", {}) or {}, name
+
+
 def summarize(records: List[dict], dataset: str, metric: str = "AP50") -> Dict[str, dict]:
     """Per row: ``{"values": [...] per seed, "mean", "std" (0 with one seed), "n", "record": the last}``
-    of the box metric ``metric`` on ``dataset``."""
+    of the metric path ``metric`` (:func:`metric_of`) on ``dataset``."""
     out: Dict[str, dict] = {}
     for r in records:
-        m = r["metrics"].get(dataset, {}).get("bbox", {})
-        if metric not in m or m[metric] is None or m[metric] != m[metric]:  # missing or NaN
+        m, name = metric_of(r["metrics"].get(dataset, {}), metric)
+        if name not in m or m[name] is None or m[name] != m[name]:  # missing or NaN
             continue
         row = out.setdefault(r["row"], {"values": [], "record": r})
-        row["values"].append(float(m[metric]))
+        row["values"].append(float(m[name]))
         row["record"] = r
     for row in out.values():
         v = row["values"]
@@ -160,8 +217,8 @@ def _cell(s: Optional[dict], dataset: str, metric: str, digits: int) -> str:
     if s is None:
         return "-"
     if s["n"] == 1:  # one seed: its bootstrap interval over images, where there is one
-        m = s["record"]["metrics"][dataset]["bbox"]
-        return fmt_ap(m, metric) if digits == 1 else f"{m[metric]:.{digits}f}"
+        m, name = metric_of(s["record"]["metrics"][dataset], metric)
+        return fmt_ap(m, name) if digits == 1 else f"{m[name]:.{digits}f}"
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} (n={s['n']})"
 
 
@@ -179,16 +236,18 @@ def versus(s: Optional[dict], base: Optional[dict]) -> str:
 
 
 def seed_table(spec: TableSpec, records: List[dict], datasets: Sequence[str], reference: str, title: str,
-               metrics: Sequence[Tuple[str, str, int]] = (("AP50", "AP50", 1), ("AP50_agnostic", "any class", 1))
-               ) -> List[str]:
-    """Markdown lines of a table over the spec's rows: per dataset, each of ``metrics`` (key, column name,
-    decimals) as value [interval] (one seed) or mean ± std (several), then AP50 against row ``reference``
-    (:func:`versus`)."""
+               metrics: Sequence[Tuple[str, str, int]] = (("AP50", "AP50", 1), ("AP50_agnostic", "any class", 1)),
+               compare: str = "AP50", compare_name: str = "AP50") -> List[str]:
+    """Markdown lines of a table over the spec's rows: per dataset, each of ``metrics`` (metric path, column
+    name, decimals) as value [interval] (one seed) or mean ± std (several), then the metric ``compare``
+    (named ``compare_name``) against row ``reference`` (:func:`versus`)."""
     cols = [(ds, key, name, digits) for ds in datasets for key, name, digits in metrics]
     stats = {(ds, key): summarize(records, ds, key) for ds, key, _, _ in cols}
+    for ds in datasets:
+        stats.setdefault((ds, compare), summarize(records, ds, compare))
     short = {ds: ds.replace("synthetic_fabric_", "") for ds in datasets}
     head = ["row", "iters"] + [f"{name} {short[ds]}" for ds, _, name, _ in cols] + \
-           [f"AP50 vs {reference} ({short[ds]})" for ds in datasets]
+           [f"{compare_name} vs {reference} ({short[ds]})" for ds in datasets]
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, (label, _, _) in spec.rows.items():
         row_stats = [stats[(ds, k)].get(key) for ds, k, _, _ in cols]
@@ -196,10 +255,10 @@ def seed_table(spec: TableSpec, records: List[dict], datasets: Sequence[str], re
             continue
         iters = next(s["record"]["iters"] for s in row_stats if s)
         src = f" (weights of {spec.eval_only[key]})" if key in spec.eval_only else (
-            f" (from {spec.init_from[key]})" if key in spec.init_from else "")
+            f" (from {spec.init_from[key]})" if key in spec.init_from else (
+                " (no network)" if key in spec.computed else ""))
         cells = [_cell(s, ds, k, d) for s, (ds, k, _, d) in zip(row_stats, cols)]
-        vs = [versus(stats[(ds, "AP50")].get(key) if (ds, "AP50") in stats else None,
-                     stats[(ds, "AP50")].get(reference) if (ds, "AP50") in stats else None) for ds in datasets]
+        vs = [versus(stats[(ds, compare)].get(key), stats[(ds, compare)].get(reference)) for ds in datasets]
         lines.append(f"| `{key}`: {label}{src} | {iters} | " + " | ".join(cells + vs) + " |")
     return lines
 
@@ -250,6 +309,10 @@ def run_rows(spec: TableSpec, args) -> List[Tuple[str, int]]:
     todo.sort(key=lambda ks: ks[0] in deps)
     print(f"[{spec.name}] {len(todo)} row(s) to run: {todo}", flush=True)
     running, failed = [], []
+    for k, s in [ks for ks in todo if ks[0] in spec.computed]:  # no training: computed here, first
+        todo.remove((k, s))
+        if not compute_row(spec, args, k, s):
+            failed.append((k, s))
     while todo or running:
         while todo and len(running) < args.jobs:
             k, s = todo[0]
@@ -335,7 +398,8 @@ def main(spec: TableSpec, argv: Optional[Sequence[str]] = None, description: Opt
     if args.list:
         for key, (label, cfg, opts) in spec.rows.items():
             src = f"  [evaluates the weights of {spec.eval_only[key]}]" if key in spec.eval_only else (
-                f"  [starts from the weights of {spec.init_from[key]}]" if key in spec.init_from else "")
+                f"  [starts from the weights of {spec.init_from[key]}]" if key in spec.init_from else (
+                    "  [computed, no network]" if key in spec.computed else ""))
             print(f"{key:22s} {cfg:58s} {' '.join(opts)}  # {label}{src}")
         return None
     if args.refresh_ci:

@@ -9,8 +9,9 @@ original image size as usual, is compared with that instance's ground-truth mask
 
     IoU_g = |M_pred,g ∩ M_gt,g| / |M_pred,g ∪ M_gt,g|
 
-Reported per dataset: ``mIoU`` (mean over instances), ``IoU>=0.5`` / ``IoU>=0.75`` (share of
-instances), ``instances`` (count) and ``skipped`` (annotations without a ``segmentation``). Works with
+Reported per dataset (:func:`iou_summary`): ``mIoU`` (mean over instances) with a 95% bootstrap interval
+over instances (``mIoU_ci_low`` / ``mIoU_ci_high``), ``IoU>=0.5`` / ``IoU>=0.75`` (share of instances),
+``instances`` (count) and ``skipped`` (annotations without a ``segmentation``). Works with
 any meta-architecture whose ``inference`` takes ``detected_instances`` (Detectron2's
 ``GeneralizedRCNN``, our ``TemplateRCNN``) and any mask head, so the lower bound (filled box), the
 box-supervised head with and without refinement and the mask-supervised head are measured alike.
@@ -25,7 +26,8 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
-__all__ = ["annotation_mask", "decode_segmentation", "mask_iou", "masks_on_gt_boxes", "masks_on_gt_boxes_for_datasets"]
+__all__ = ["annotation_mask", "decode_segmentation", "iou_summary", "mask_iou", "masks_on_gt_boxes",
+           "masks_on_gt_boxes_for_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,22 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
 
 
+def iou_summary(ious, replicates: int = 1000, seed: int = 0) -> Dict[str, float]:
+    """Per-instance mask IoUs (fractions) -> ``mIoU``, ``mIoU_ci_low`` / ``mIoU_ci_high`` (95% percentile
+    bootstrap over instances, ``replicates`` resamples, deterministic by ``seed``), ``IoU>=0.5``,
+    ``IoU>=0.75`` (shares) and ``instances``; NaN everywhere for no instance."""
+    iou = np.asarray(ious, dtype=np.float64)
+    n = len(iou)
+    if n == 0:
+        nan = float("nan")
+        return {"mIoU": nan, "mIoU_ci_low": nan, "mIoU_ci_high": nan, "IoU>=0.5": nan, "IoU>=0.75": nan,
+                "instances": 0}
+    means = iou[np.random.default_rng(seed).integers(0, n, size=(replicates, n))].mean(axis=1)
+    return {"mIoU": float(iou.mean()), "mIoU_ci_low": float(np.percentile(means, 2.5)),
+            "mIoU_ci_high": float(np.percentile(means, 97.5)), "IoU>=0.5": float((iou >= 0.5).mean()),
+            "IoU>=0.75": float((iou >= 0.75).mean()), "instances": n}
+
+
 def _gt_instances(dataset_dict, input_hw) -> Instances:
     """The record's annotations as detections in the network input's coordinates
     (pred_boxes (R, 4) XYXY, pred_classes (R,), scores (R,) = 1)."""
@@ -89,7 +107,7 @@ def masks_on_gt_boxes(model, dataset_dicts: Iterable[Dict], mapper) -> Dict[str,
             it must give ``image`` (C, H_in, W_in) and whatever else the model reads (templates).
 
     Returns:
-        dict with ``mIoU``, ``IoU>=0.5``, ``IoU>=0.75`` (fractions), ``instances``, ``skipped``.
+        :func:`iou_summary` of the instances (fractions) plus ``skipped``.
     """
     ious: List[float] = []
     skipped = 0
@@ -111,15 +129,7 @@ def masks_on_gt_boxes(model, dataset_dicts: Iterable[Dict], mapper) -> Dict[str,
                 ious.append(mask_iou(pred[i], annotation_mask(record, i)))
     if skipped:
         logger.warning(f"masks_on_gt_boxes: {skipped} annotations without 'segmentation' were not scored")
-    iou = np.asarray(ious)
-    n = len(iou)
-    return {
-        "mIoU": float(iou.mean()) if n else float("nan"),
-        "IoU>=0.5": float((iou >= 0.5).mean()) if n else float("nan"),
-        "IoU>=0.75": float((iou >= 0.75).mean()) if n else float("nan"),
-        "instances": n,
-        "skipped": skipped,
-    }
+    return dict(iou_summary(ious), skipped=skipped)
 
 
 def masks_on_gt_boxes_for_datasets(cfg, model, dataset_names) -> Dict[str, Dict[str, float]]:

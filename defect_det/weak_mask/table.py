@@ -1,174 +1,181 @@
 """The box-supervised mask table on the synthetic fabric benchmark (projects/WeakMask/README.md): what
-``tools/weak_mask_table.py`` runs (its ``--help`` describes the rows and the command line).
+``tools/weak_mask_table.py`` runs, on :mod:`defect_det.utils.table_runner` (issue 14).
 
-:data:`ROWS` (key, label, config stem of :data:`CFG`, row whose weights it evaluates instead of
-training) and :data:`ORDER` (training rows first); :func:`run_row` trains or evaluates one row through
-``tools/train_net.py`` and scores its masks on the ground-truth boxes through
-``tools/eval_masks_gt_boxes.py`` (both subprocesses, from :data:`REPO`; finished outputs are reused);
-:func:`gap_recovered` is the share of the lower-to-upper-bound gap a row closes; :func:`get_parser` /
-:func:`main` are the command line, which writes ``<out>/table.md``.
+Rows (:data:`ROWS`), all on the demo detector (TR-Pre + alignment from our pre-trained backbone,
+``configs/WeakMask/synthetic/``) unless named ``ptg_*``:
+
+- trained: ``box`` (ours, box labels only), ``box_no_template`` (ours without the template-difference loss),
+  ``mask`` (upper bound: exact masks), ``ptg_box`` (ours where no template exists: PTG detector, colour
+  affinities only);
+- evaluation only (:data:`EVAL_ONLY`, the weights of a trained row): ``filled_box`` (lower bound: mask = box),
+  ``box_refine*`` (ours + refinement at three confidence thresholds), ``ptg_filled_box``;
+- computed, no network (:data:`COMPUTED`, :mod:`.difference_masks`): the thresholded image - template
+  difference at three kappas (``diff_k*``), and the image against its own local median (``median_k*``: what
+  thresholding gives without a template).
+
+Every row is scored on the validation split (every choice: kappa, the refinement threshold) and, with
+``--final``, once on the test splits: COCO mask AP (``segm``) and box AP of the detector, and the mask IoU on the
+ground-truth boxes (:mod:`.evaluation`: the mask branch alone, given each defect's true box and class; the
+spec's ``post`` hook, ``tools/eval_masks_gt_boxes.py``), with a bootstrap interval over instances. One JSON
+record per row and seed in ``projects/WeakMask/results/`` (``final/``); :func:`render` writes
+``projects/WeakMask/weak_mask_table.md`` and the README section ``weak_mask_table``: mean ± std over seeds (one
+seed: the interval), the difference to the filled box, and the share of the lower-to-upper gap each row closes
+(:func:`gap_recovered`).
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
-import time
-from typing import Optional, Sequence
+from functools import partial
+from typing import Dict, Optional, Sequence
 
-from ..utils.tables import schedule_opts
+from ..utils import table_runner
+from ..utils.table_runner import load_records, seed_table, summarize
 
-__all__ = ["CFG", "DATASETS", "ORDER", "REPO", "ROWS", "gap_recovered", "get_parser", "main", "run_row"]
+__all__ = ["COMPUTED", "EVAL_ONLY", "ROWS", "SPEC", "TEST", "VAL", "gap_recovered", "main", "render"]
 
-# the repository root of a source checkout: the rows' subprocesses run there
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CFG = os.path.join("configs", "WeakMask", "synthetic", "mask_rcnn_R18_FPN_{}.yaml")
-DATASETS = ("synthetic_fabric_test", "synthetic_fabric_unseen")
-
-# (key, label, config stem, weights of which row to evaluate instead of training)
-ROWS = [
-    ("filled_box", "lower bound: mask = filled box", "filled_box", "box"),
-    ("box_no_template", "ours without the template-difference loss", "box_supervised_no_template", None),
-    ("box", "ours: box labels only", "box_supervised", None),
-    ("box_refine", "ours: box labels only + refinement", "box_supervised_refine", "box"),
-    ("mask", "upper bound: exact masks", "mask_supervised", None),
-]
-# training rows first, so that evaluation rows find their weights
-ORDER = ["box", "box_no_template", "mask", "filled_box", "box_refine"]
+CFG = "configs/WeakMask/synthetic/mask_rcnn_R18_FPN_{}.yaml"
+DIFF_TOOL = "tools/template_difference_masks.py"
+VAL = "synthetic_fabric_val"
+TEST = ("synthetic_fabric_test", "synthetic_fabric_unseen")
+README = os.path.join("projects", "WeakMask", "README.md")
+MARK = "weak_mask_table"
 
 
-def _run(cmd, log_path, what):
-    """Run ``cmd`` from :data:`REPO`, output to ``log_path``; a failure raises ``SystemExit`` naming ``what``."""
-    with open(log_path, "w") as log:
-        r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise SystemExit(f"{what} failed (exit {r.returncode}); see {log_path}")
+def _refine(c):
+    return ["MODEL.ROI_MASK_HEAD.REFINE.CONF_THRESH", str(c)]
 
 
-def _has_masks(results_path):
-    """True when train_net's results file has the ``segm`` task for every table dataset."""
-    if not os.path.isfile(results_path):
-        return False
-    with open(results_path) as f:
+def _diff(reference, kappa, blur=1.5):
+    return ["--reference", reference, "--kappa", str(kappa), "--blur", str(blur)]
+
+
+# key -> (label, config or tool, overrides or tool flags), in table order
+ROWS: Dict[str, table_runner.Row] = {
+    "filled_box": ("lower bound: mask = filled box", CFG.format("filled_box"), []),
+    "box_no_template": ("ours without the template-difference loss", CFG.format("box_supervised_no_template"), []),
+    "box": ("ours: box labels only (kappa 0.4)", CFG.format("box_supervised"), []),
+    "box_refine": ("ours + refinement, confidence 0.9", CFG.format("box_supervised_refine"), []),
+    "box_refine_c08": ("ours + refinement, confidence 0.8", CFG.format("box_supervised_refine"), _refine(0.8)),
+    "box_refine_c095": ("ours + refinement, confidence 0.95", CFG.format("box_supervised_refine"), _refine(0.95)),
+    "mask": ("upper bound: exact masks", CFG.format("mask_supervised"), []),
+    "diff_k0.3": ("image - template > 0.3 x peak in the box", DIFF_TOOL, _diff("template", 0.3)),
+    "diff_k0.4": ("image - template > 0.4 x peak in the box", DIFF_TOOL, _diff("template", 0.4)),
+    "diff_k0.5": ("image - template > 0.5 x peak in the box", DIFF_TOOL, _diff("template", 0.5)),
+    "ptg_filled_box": ("no template: PTG detector, mask = filled box", CFG.format("ptg_filled_box"), []),
+    "ptg_box": ("no template: ours on the PTG detector (colour affinities only)", CFG.format("ptg_box_supervised"), []),
+    "median_k0.2": ("no template: image - local median (15 px) > 0.2 x peak", DIFF_TOOL, _diff("median", 0.2)),
+    "median_k0.3": ("no template: image - local median (15 px) > 0.3 x peak", DIFF_TOOL, _diff("median", 0.3)),
+}
+EVAL_ONLY = {"filled_box": "box", "box_refine": "box", "box_refine_c08": "box", "box_refine_c095": "box",
+             "ptg_filled_box": "ptg_box"}
+
+
+def _compute_difference(reference, kappa, blur, args, key, seed, datasets):
+    """A computed row (:data:`COMPUTED`): the thresholded difference on ``datasets`` (no seed dependence)."""
+    from .difference_masks import difference_mask_metrics
+
+    try:
+        metrics = difference_mask_metrics(datasets, kappa, reference, blur)
+    except ValueError as e:
+        raise SystemExit(f"row {key!r}: {e}") from None
+    cmd = (f"python {DIFF_TOOL} --datasets {' '.join(datasets)} --reference {reference} --kappa {kappa} "
+           f"--blur {blur}")
+    return metrics, cmd
+
+
+COMPUTED = {key: partial(_compute_difference, opts[1], float(opts[3]), float(opts[5]))
+            for key, (_, tool, opts) in ROWS.items() if tool == DIFF_TOOL}
+
+
+def masks_on_gt_boxes_hook(spec, args, key, seed, out, weights, datasets) -> Dict[str, dict]:
+    """The ``post`` hook: ``tools/eval_masks_gt_boxes.py`` on the row's config and weights, for ``datasets``;
+    returns ``{dataset: {"gt_boxes": {mIoU, mIoU_ci_low, mIoU_ci_high, IoU>=0.5, IoU>=0.75 in %, instances}}}``."""
+    from .difference_masks import percent
+
+    _, cfg, opts = spec.rows[key]
+    path = os.path.join(out, "masks_gt_boxes.json")
+    cmd = [sys.executable, os.path.join("tools", "eval_masks_gt_boxes.py"), "--config-file", cfg, "--out", path]
+    cmd += list(opts) + list(args.opts) + ["MODEL.WEIGHTS", weights, "DATASETS.TEST", str(tuple(datasets)).replace(" ", "")]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f"[{spec.name}] {key} seed {seed}: masks on the GT boxes: {' '.join(cmd)}", flush=True)
+    with open(os.path.join(out, "stdout_gt_boxes.log"), "w") as log:
+        rc = subprocess.run(cmd, cwd=table_runner.REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0 or not os.path.isfile(path):
+        raise SystemExit(f"masks on the GT boxes failed (exit {rc}); see {out}/stdout_gt_boxes.log")
+    with open(path) as f:
         res = json.load(f)
-    return all("segm" in res.get(ds, {}) for ds in DATASETS)
-
-
-def run_row(key, stem, weights_from, args):
-    """Train (or evaluate the weights of row ``weights_from``), then score the masks on the GT boxes.
-    Returns the paths of ``results.json`` (train_net's COCO results) and ``masks_gt_boxes.json``;
-    either is reused when it exists (unless ``--force``); a trained row whose ``model_final.pth``
-    exists but whose results lack mask AP is evaluated again, not retrained."""
-    out = os.path.join(args.out, f"seed{args.seed}", key)
-    results = os.path.join(out, "results.json")
-    on_gt = os.path.join(out, "masks_gt_boxes.json")
-    weights = os.path.join(args.out, f"seed{args.seed}", weights_from or key, "model_final.pth")
-    os.makedirs(out, exist_ok=True)
-    t0 = time.time()
-    if args.force or not _has_masks(results):
-        cmd = [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", CFG.format(stem),
-               "--save-results", results]
-        opts = ["OUTPUT_DIR", out, "SEED", str(args.seed), "DATASETS.TEST", str(DATASETS).replace(" ", ""),
-                "DATALOADER.NUM_WORKERS", str(args.workers)]
-        log = "stdout.log"
-        if weights_from or (os.path.isfile(weights) and not args.force):
-            # an evaluation row, or a trained row whose results lack mask AP: evaluate its weights
-            if not os.path.isfile(weights):
-                raise SystemExit(f"row {key!r} evaluates the weights of row {weights_from!r}: {weights} is missing")
-            cmd.append("--eval-only")
-            opts += ["MODEL.WEIGHTS", weights]
-            log = "stdout.log" if weights_from else "stdout_eval.log"  # keep the training log
-        else:
-            opts += schedule_opts(args.iters)
-        opts += args.opts
-        print(f"[weak_mask_table] {key}: {' '.join(cmd + opts)}", flush=True)
-        _run(cmd + opts, os.path.join(out, log), f"row {key!r}")
-        if not _has_masks(results):
-            raise SystemExit(f"row {key!r}: {results} has no mask AP ('segm') for every dataset")
-    if args.force or not os.path.isfile(on_gt):
-        cmd = [sys.executable, os.path.join("tools", "eval_masks_gt_boxes.py"), "--config-file", CFG.format(stem),
-               "--out", on_gt, "MODEL.WEIGHTS", weights, "DATASETS.TEST", str(DATASETS).replace(" ", "")] + args.opts
-        print(f"[weak_mask_table] {key}: {' '.join(cmd)}", flush=True)
-        _run(cmd, os.path.join(out, "stdout_gt_boxes.log"), f"row {key!r}: masks on the GT boxes")
-    print(f"[weak_mask_table] {key}: {time.time() - t0:.0f} s", flush=True)
-    return results, on_gt
+    return {ds: {"gt_boxes": percent(res[ds])} for ds in datasets}
 
 
 def gap_recovered(value, lower, upper):
     """Share of the lower-to-upper gap that ``value`` closes; None when there is no gap."""
-    if upper is None or lower is None or upper - lower <= 1e-9:
+    if upper is None or lower is None or value is None or upper - lower <= 1e-9:
         return None
     return (value - lower) / (upper - lower)
 
 
-def get_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line of ``tools/weak_mask_table.py`` (``description``: its ``--help`` text)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", nargs="*", default=None, help="row keys (default: all)")
-    p.add_argument("--iters", type=int, default=600, help="training iterations of both trained rows")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="DATALOADER.NUM_WORKERS")
-    p.add_argument("--out", default=os.path.join("output", "weak_mask_table"))
-    p.add_argument("--force", action="store_true", help="rerun rows whose results exist")
-    p.add_argument("--list", action="store_true", help="list the rows and their configs, then exit")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE overrides for every row")
-    return p
+def _gap_lines(records, datasets) -> list:
+    """Markdown lines: per row and dataset, the share of the gap between its lower bound (``filled_box``;
+    ``ptg_filled_box`` for ``ptg_*`` rows) and the exact-mask upper bound that the row's mean closes, on the
+    mask IoU on the GT boxes and on mask AP50."""
+    metrics = (("gt_boxes.mIoU", "mIoU on GT boxes"), ("segm.AP50", "mask AP50"))
+    stats = {(ds, m): summarize(records, ds, m) for ds in datasets for m, _ in metrics}
+    short = {ds: ds.replace("synthetic_fabric_", "") for ds in datasets}
+    head = ["row"] + [f"{name} gap recovered ({short[ds]})" for ds in datasets for _, name in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in ROWS:
+        lower_key = "ptg_filled_box" if key.startswith("ptg_") or key.startswith("median_") else "filled_box"
+        cells, any_value = [], False
+        for ds in datasets:
+            for m, _ in metrics:
+                s = stats[(ds, m)]
+                mean = lambda k: s[k]["mean"] if k in s else None  # noqa: E731
+                g = gap_recovered(mean(key), mean(lower_key), mean("mask"))
+                any_value |= key in s
+                cells.append("-" if g is None else f"{100 * g:.0f}%")
+        if any_value:
+            lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+METRICS = (("gt_boxes.mIoU", "mIoU on GT boxes", 1), ("segm.AP50", "mask AP50", 1), ("AP50", "box AP50", 1))
+
+
+def render(args) -> str:
+    """The validation and test tables from the JSON records (module doc); written to
+    ``<results>/../weak_mask_table.md`` and into the README section when ``args.results`` is the default."""
+    val = load_records(SPEC, args.results)
+    final = load_records(SPEC, os.path.join(args.results, "final"))
+    lines = seed_table(SPEC, val, [VAL], "filled_box",
+                       "Validation (`synthetic_fabric_val`; kappa and the refinement threshold are chosen on this "
+                       "table). In %; one seed: value [95% bootstrap interval]; several: mean ± std over seeds.",
+                       METRICS, compare="gt_boxes.mIoU", compare_name="mIoU")
+    lines += ["", "Share of the gap between the filled box and exact-mask supervision closed (validation, means):",
+              ""] + _gap_lines(val, [VAL])
+    if final:
+        lines += [""] + seed_table(SPEC, final, list(TEST), "filled_box",
+                                   "Test (each row evaluated once, after the choice on validation):",
+                                   METRICS, compare="gt_boxes.mIoU", compare_name="mIoU")
+        lines += ["", "Share of the gap closed (test, means):", ""] + _gap_lines(final, list(TEST))
+    table = "\n".join(lines)
+    folder = os.path.dirname(args.results.rstrip("/"))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "weak_mask_table.md"), "w") as f:
+        f.write(table + "\n")
+    if os.path.abspath(args.results) == os.path.abspath(SPEC.results):
+        table_runner.write_readme_section(README, MARK, table)
+    print(table)
+    return table
+
+
+SPEC = table_runner.TableSpec(
+    name="weak_mask_table", rows=ROWS, eval_only=EVAL_ONLY, val=VAL, test=TEST,
+    results=os.path.join("projects", "WeakMask", "results"), out=os.path.join("output", "weak_mask_table"),
+    render=lambda spec, args: render(args), iters=1000, post=masks_on_gt_boxes_hook, computed=COMPUTED,
+)
 
 
 def main(argv: Optional[Sequence[str]] = None, description: Optional[str] = None):
-    """Parse ``argv`` (default ``sys.argv[1:]``); list the rows (``--list``, returns None) or run the
-    wanted rows (and the rows whose weights they evaluate) in :data:`ORDER`, print the table and write
-    it to ``<out>/table.md``; returns ``{row: train_net results}``. Unknown rows raise ``SystemExit``."""
-    args = get_parser(description).parse_args(argv)
-    rows = {k: (label, stem, w) for k, label, stem, w in ROWS}
-    if args.list:
-        for k, label, stem, w in ROWS:
-            print(f"{k:11s} {label:38s} {CFG.format(stem)}" + (f" (weights of row {w})" if w else ""))
-        return None
-    wanted = args.rows or [k for k, *_ in ROWS]
-    unknown = [k for k in wanted if k not in rows]
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; --list shows them")
-    needed = set(wanted) | {rows[k][2] for k in wanted if rows[k][2]}
-    results, on_gt = {}, {}
-    for key in ORDER:
-        if key in needed:
-            res_path, gt_path = run_row(key, rows[key][1], rows[key][2], args)
-            with open(res_path) as f:
-                results[key] = json.load(f)
-            with open(gt_path) as f:
-                on_gt[key] = json.load(f)
-
-    def ap(key, ds, task, metric="AP50"):
-        return float(results[key][ds][task][metric]) if key in results else None
-
-    def miou(key, ds):
-        return 100 * float(on_gt[key][ds]["mIoU"]) if key in on_gt else None
-
-    lines = [
-        f"Synthetic fabric, {args.iters} iterations, seed {args.seed}, AP in % "
-        f"(`python tools/weak_mask_table.py --iters {args.iters} --seed {args.seed}`)",
-        "",
-        "| row | mask AP50 seen | mask AP50 unseen | gap recovered seen | gap recovered unseen "
-        "| mask AP seen | mask AP unseen | box AP50 seen | box AP50 unseen "
-        "| mIoU on GT boxes seen | mIoU on GT boxes unseen | mIoU gap recovered seen | mIoU gap recovered unseen |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key in [k for k, *_ in ROWS if k in wanted]:
-        cells = [f"{ap(key, ds, 'segm'):.1f}" for ds in DATASETS]
-        for ds in DATASETS:
-            g = gap_recovered(ap(key, ds, "segm"), ap("filled_box", ds, "segm"), ap("mask", ds, "segm"))
-            cells.append("-" if g is None else f"{100 * g:.0f}%")
-        cells += [f"{ap(key, ds, 'segm', 'AP'):.1f}" for ds in DATASETS]
-        cells += [f"{ap(key, ds, 'bbox'):.1f}" for ds in DATASETS]
-        cells += [f"{miou(key, ds):.1f}" for ds in DATASETS]
-        for ds in DATASETS:
-            g = gap_recovered(miou(key, ds), miou("filled_box", ds), miou("mask", ds))
-            cells.append("-" if g is None else f"{100 * g:.0f}%")
-        lines.append(f"| {rows[key][0]} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
-    return results
+    """The command line of ``tools/weak_mask_table.py`` (:func:`defect_det.utils.table_runner.main` on :data:`SPEC`)."""
+    return table_runner.main(SPEC, argv, description)

@@ -35,35 +35,7 @@ from defect_det.weak_mask.mask_head import (
 
 from conftest import REPO, tiny_cfg
 
-BASELINE = os.path.join(REPO, "configs/RDDN/synthetic/faster_rcnn_R18_FPN_baseline.yaml")
-WEAK = {"MODEL.MASK_ON": "True", "MODEL.ROI_MASK_HEAD.NAME": "BoxSupervisedMaskHead",
-        "MODEL.ROI_MASK_HEAD.BOX_SUPERVISED": "True", "INPUT.MASK_FORMAT": "bitmask",
-        "MODEL.TEMPLATE.PTG.HIDDEN_DIM": "16"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread (two threads beside another CPU job ran ~40x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _cfg(**overrides):
-    cfg = get_defect_cfg()
-    cfg.merge_from_file(BASELINE)
-    for k, v in {**WEAK, "MODEL.ROI_HEADS.NUM_CLASSES": "3", **overrides}.items():
-        cfg.merge_from_list([k, v])
-    return cfg
-
-
-def _blocky(h, w, seed):
-    """(3, h, w) uint8 image of constant 16 x 16 blocks: strong edges between blocks, none inside."""
-    g = torch.Generator().manual_seed(seed)
-    small = torch.randint(0, 256, (1, 3, h // 16 + 1, w // 16 + 1), generator=g).float()
-    big = torch.nn.functional.interpolate(small, scale_factor=16, mode="nearest")[0, :, :h, :w]
-    return big.to(torch.uint8)
+from weak_mask_models import BASELINE, WEAK, _blocky, _cfg, _one_thread  # noqa: F401  (_one_thread: autouse fixture)
 
 
 def _inputs(n=2, h=96, w=128, train=True, normal=0):
@@ -514,91 +486,6 @@ def test_filled_box_head_pastes_every_detection_as_its_box():
             assert mask[ys.min() + 1:ys.max(), xs.min() + 1:xs.max()].all()
 
 
-def test_weak_mask_table_rows_configs_and_gap():
-    from defect_det.weak_mask import table
-
-    assert table.gap_recovered(5.0, 2.0, 8.0) == 0.5 and table.gap_recovered(2.0, 2.0, 2.0) is None
-    assert table.gap_recovered(9.0, 2.0, 8.0) > 1.0
-    keys = [k for k, *_ in table.ROWS]
-    assert sorted(table.ORDER) == sorted(keys)
-    for key, _, stem, weights_from in table.ROWS:
-        if weights_from:  # evaluation rows come after the row whose weights they use
-            assert table.ORDER.index(weights_from) < table.ORDER.index(key)
-        cfg = get_defect_cfg()
-        cfg.merge_from_file(os.path.join(REPO, table.CFG.format(stem)))
-        assert cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT == "bitmask"
-        build_model(cfg)
-    with pytest.raises(SystemExit, match="unknown rows"):
-        table.main(["--rows", "nope"])
-
-
-# ------------------------------------------------------------------------ masks on the GT boxes
-def test_decode_segmentation_rle_polygon_and_size_check():
-    import numpy as np
-    import pycocotools.mask as mask_util
-
-    from defect_det.weak_mask.evaluation import decode_segmentation
-
-    m = np.zeros((20, 30), np.uint8)
-    m[5:9, 10:25] = 1
-    rle = mask_util.encode(np.asfortranarray(m))
-    rle["counts"] = rle["counts"].decode()
-    assert (decode_segmentation(rle, 20, 30) == m.astype(bool)).all()
-    poly = [[10.0, 5.0, 25.0, 5.0, 25.0, 9.0, 10.0, 9.0]]
-    assert abs(int(decode_segmentation(poly, 20, 30).sum()) - int(m.sum())) <= 20  # polygon rasterisation edge
-    with pytest.raises(ValueError, match="size"):
-        decode_segmentation(rle, 21, 30)
-    with pytest.raises(ValueError, match="unsupported"):
-        decode_segmentation("x", 20, 30)
-    from defect_det.weak_mask.evaluation import annotation_mask
-
-    record = {"file_name": "img7.jpg", "height": 21, "width": 30, "annotations": [{"segmentation": rle}]}
-    with pytest.raises(ValueError, match="img7.jpg: annotation 0: segmentation: .*size"):
-        annotation_mask(record, 0)
-
-
-@pytest.mark.parametrize("scale", [1, 2])
-def test_masks_on_gt_boxes_scores_the_mask_branch_on_the_gt_boxes(scale):
-    """FilledBoxMaskHead pastes each GT box: IoU ~1 against a filled-box GT mask, ~1/2 against the
-    box's left half; the boxes follow the mapper's resize (scale 2) and the masks come back at the
-    original size."""
-    import numpy as np
-    import pycocotools.mask as mask_util
-
-    from defect_det.weak_mask.evaluation import masks_on_gt_boxes
-
-    torch.manual_seed(0)
-    model = build_model(_cfg(**{"MODEL.ROI_MASK_HEAD.NAME": "FilledBoxMaskHead"})).eval()
-    h, w = 96, 128
-    boxes = [[8, 8, 56, 40], [60, 20, 120, 90]]
-
-    def rle(mask):
-        r = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        r["counts"] = r["counts"].decode()
-        return r
-
-    def record(half):
-        anns = []
-        for i, (x0, y0, x1, y1) in enumerate(boxes):
-            m = np.zeros((h, w), bool)
-            m[y0:y1, x0:(x0 + x1) // 2 if half else x1] = True
-            anns.append({"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": i, "segmentation": rle(m)})
-        anns.append({"bbox": [0, 0, 4, 4], "bbox_mode": 0, "category_id": 0})  # no mask: counted, skipped
-        return {"file_name": "x.png", "height": h, "width": w, "image_id": 0, "annotations": anns}
-
-    def mapper(d):
-        img = torch.nn.functional.interpolate(_blocky(h, w, 0)[None].float(), scale_factor=scale)[0]
-        return {"image": img.to(torch.uint8), "template": img.to(torch.uint8), "height": d["height"],
-                "width": d["width"]}
-
-    full = masks_on_gt_boxes(model, [record(False)], mapper)
-    assert full["instances"] == 2 and full["skipped"] == 1
-    assert full["mIoU"] > 0.9 and full["IoU>=0.75"] == 1.0
-    half = masks_on_gt_boxes(model, [record(True)], mapper)
-    assert 0.4 < half["mIoU"] < 0.6 and half["IoU>=0.5"] <= 1.0 and half["IoU>=0.75"] == 0.0
-
-
-# ------------------------------------------------------------------------ template-difference loss
 def test_template_difference_loss_targets_the_cells_that_differ_from_the_template():
     m = 28
     inside = torch.zeros(2, m, m, dtype=torch.bool)
