@@ -107,6 +107,23 @@ ROWS["base_3k"] = ("no template, recipe defaults (lr 5e-4), 3000 iterations", CP
 ROWS["pre_pt_recipe_3k"] = ("the demo recipe (lr 5e-4) trained for 3000 iterations", PRE_PT, LONG)
 ROWS["base_gn_3k"] = ("as base_gn, 3000 iterations", CPU, ["SOLVER.BASE_LR", "0.0005"] + GN + LONG)
 ROWS["base_gn_anom_3k"] = ("as base_gn_anom, 3000 iterations", CPU, ["SOLVER.BASE_LR", "0.0005"] + GN + ANOMALY_GN_PT + LONG)
+# fifth round: GN for the template model (TR-Pre + alignment), from scratch and from the difference pre-training
+# redone with GN (tools/pretrain_backbone.py --input difference ... MODEL.RESNETS.NORM GN; PRETRAIN.md)
+DIFF_GN_PT = ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_gn_difference.pth"]
+ROWS["pre_gn"] = ("TR-Pre + align from scratch, recipe (lr 5e-4), GN in backbone and FPN", PRE,
+                  ["SOLVER.BASE_LR", "0.0005"] + GN)
+ROWS["pre_gn_pt"] = ("TR-Pre + align, recipe (lr 5e-4), GN, backbone from the GN difference pre-training", PRE_PT,
+                     ["SOLVER.BASE_LR", "0.0005"] + GN + DIFF_GN_PT)
+# cross-class suppression at test (evaluation only): the demo model's and the GN baseline's weights with
+# MODEL.ROI_HEADS.CROSS_CLASS_IOU_TEST t (a better box of another class at IoU >= t drops a detection)
+for _t in ("0.5", "0.7"):
+    _x = ["MODEL.ROI_HEADS.CROSS_CLASS_IOU_TEST", _t]
+    ROWS[f"pre_pt_lr05_x{_t[2:]}"] = (f"pre_pt_lr05's weights, cross-class suppression at IoU {_t} (evaluation only)",
+                                      PRE_PT, ["SOLVER.BASE_LR", "0.0005"] + _x)
+    EVAL_ONLY[f"pre_pt_lr05_x{_t[2:]}"] = "pre_pt_lr05"
+    ROWS[f"base_gn_3k_x{_t[2:]}"] = (f"base_gn_3k's weights, cross-class suppression at IoU {_t} (evaluation only)",
+                                     CPU, ["SOLVER.BASE_LR", "0.0005"] + GN + LONG + _x)
+    EVAL_ONLY[f"base_gn_3k_x{_t[2:]}"] = "base_gn_3k"
 # Since the third round the CPU config's AdamW learning rate is 5e-4 (pre_pt_lr05 beat 1e-3 over three seeds);
 # every row measured before pins the 1e-3 it was trained with, so that it reproduces
 LR1 = ["SOLVER.BASE_LR", "0.001"]

@@ -144,6 +144,26 @@ def test_suppress_contained_drops_fragments_of_same_class_only():
     assert suppress_contained(dets, 0.0) is dets
 
 
+def test_cross_class_suppression_drops_a_worse_box_of_another_class_on_the_same_defect():
+    from defect_det.modeling.roi_heads import suppress_contained
+
+    knot = [50.0, 50.0, 70.0, 70.0]
+    dets = _dets([[51.0, 50.0, 71.0, 70.0],   # same place, other class, lower score: dropped (IoU 0.9)
+                  knot,
+                  [60.0, 50.0, 80.0, 70.0],   # other class, IoU 1/3 with the knot: kept
+                  [50.0, 51.0, 70.0, 71.0]],  # same class, IoU 0.9: per-class NMS's business, kept here
+                 [0.6, 0.9, 0.5, 0.4], [2, 1, 3, 1])
+    out = suppress_contained(dets, 0.0, cross_class_iou=0.7)
+    assert out.pred_classes.tolist() == [1, 3, 1] and out.scores.tolist() == pytest.approx([0.9, 0.5, 0.4])
+    # a dropped detection suppresses nothing: 0 (knot) drops 1 (class 2); 2 (class 3) overlaps only 1 enough
+    chain = _dets([knot, [55.0, 50.0, 75.0, 70.0], [60.0, 50.0, 80.0, 70.0]], [0.9, 0.8, 0.7], [1, 2, 3])
+    assert suppress_contained(chain, 0.0, cross_class_iou=0.55).pred_classes.tolist() == [1, 3]
+    # both rules together, each on its own kind of pair
+    both = suppress_contained(dets, 0.6, cross_class_iou=0.7)
+    assert both.pred_classes.tolist() == [1, 3]
+    assert suppress_contained(dets, 0.0, cross_class_iou=0.0) is dets
+
+
 def test_heads_apply_containment_at_inference():
     cfg = _cfg("configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align.yaml", 0)
     cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 0.6
@@ -154,4 +174,13 @@ def test_heads_apply_containment_at_inference():
     assert len(out) == 1 and out.scores.item() == pytest.approx(0.9)
     cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 1.5
     with pytest.raises(ValueError, match="CONTAIN_THRESH_TEST"):
+        build_model(cfg)
+    cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 0.0
+    cfg.MODEL.ROI_HEADS.CROSS_CLASS_IOU_TEST = 0.7
+    heads = build_model(cfg).roi_heads.eval()
+    (out,) = heads.forward_with_given_boxes({}, [_dets([[10.0, 10.0, 70.0, 20.0], [11.0, 10.0, 70.0, 20.0]],
+                                                       [0.5, 0.9], [1, 2])])
+    assert out.pred_classes.tolist() == [2]
+    cfg.MODEL.ROI_HEADS.CROSS_CLASS_IOU_TEST = -0.1
+    with pytest.raises(ValueError, match="CROSS_CLASS_IOU_TEST"):
         build_model(cfg)

@@ -6,7 +6,8 @@ __all__ = ["add_roi_heads_config"]
 
 
 def add_roi_heads_config(cfg):
-    """Add ``MODEL.ROI_HEADS.{NMS_TYPE, SOFT_NMS, WBF, GT_JITTER, CONTAIN_THRESH_TEST}`` (defect_det/modeling/roi_heads/)."""
+    """Add ``MODEL.ROI_HEADS.{NMS_TYPE, SOFT_NMS, WBF, GT_JITTER, CONTAIN_THRESH_TEST,
+    CROSS_CLASS_IOU_TEST}`` (defect_det/modeling/roi_heads/)."""
     # Box post-processing (postprocess.py): "hard" (Detectron2's per-class NMS), "sinkhorn" (Sinkhorn NMS,
     # MODEL.SINKHORN_NMS; its seeding IoU is NMS_THRESH_TEST), "soft" (Soft-NMS, SOFT_NMS below; the linear
     # decay's IoU threshold is NMS_THRESH_TEST), "wbf" (weighted box fusion, WBF below) or the name of a class registered in
@@ -29,3 +30,7 @@ def add_roi_heads_config(cfg):
     # Inference: drop a detection when a better-scored one of its class covers at least this share of
     # its area (fragments of a long defect that NMS keeps; containment.py). 0 = off.
     cfg.MODEL.ROI_HEADS.CONTAIN_THRESH_TEST = 0.0
+    # Inference: drop a detection when a better-scored one of *another* class overlaps it with IoU >= this
+    # (class-agnostic NMS on top of per-class NMS: the classifier's second guess on the same defect;
+    # containment.py). 0 = off.
+    cfg.MODEL.ROI_HEADS.CROSS_CLASS_IOU_TEST = 0.0
