@@ -114,6 +114,10 @@ ROWS["pre_gn"] = ("TR-Pre + align from scratch, recipe (lr 5e-4), GN in backbone
                   ["SOLVER.BASE_LR", "0.0005"] + GN)
 ROWS["pre_gn_pt"] = ("TR-Pre + align, recipe (lr 5e-4), GN, backbone from the GN difference pre-training", PRE_PT,
                      ["SOLVER.BASE_LR", "0.0005"] + GN + DIFF_GN_PT)
+# the stem and res2 frozen (Detectron2's default FREEZE_AT for pre-trained weights): ~1.2x images/s
+# (tools/benchmark_train.py --variants pre_pt pre_pt_freeze2); does accuracy per iteration hold?
+ROWS["pre_pt_lr05_f2"] = ("the demo recipe with the stem and res2 frozen (MODEL.BACKBONE.FREEZE_AT 2)", PRE_PT,
+                          ["SOLVER.BASE_LR", "0.0005", "MODEL.BACKBONE.FREEZE_AT", "2"])
 # cross-class suppression at test (evaluation only): the demo model's and the GN baseline's weights with
 # MODEL.ROI_HEADS.CROSS_CLASS_IOU_TEST t (a better box of another class at IoU >= t drops a detection)
 for _t in ("0.5", "0.7"):

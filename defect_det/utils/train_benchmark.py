@@ -60,6 +60,10 @@ VARIANTS = {
     "pre": (RDDN.format("pre_align"), [], 2),
     "inter": (RDDN.format("inter"), [], 2),
     "ptg": (RDDN.format("ptg"), [], 2),
+    # the demo model (TR-Pre + align from our pre-trained backbone), and the same with the stem and res2 frozen
+    # (Detectron2's default FREEZE_AT for pre-trained weights): no backward through the two highest-resolution stages
+    "pre_pt": (RDDN.format("pre_align_pt"), [], 2),
+    "pre_pt_freeze2": (RDDN.format("pre_align_pt"), ["MODEL.BACKBONE.FREEZE_AT", "2"], 2),
 }
 DEFAULT_VARIANTS = ["before", "after", "pre"]
 
