@@ -61,7 +61,8 @@ if ! "$VENV/bin/python" -c 'import torch, torchvision; assert torch.__version__.
   echo "[setup_env] installing torch==2.3.1 torchvision==0.18.1 (large download, a few minutes)"
   $PIP install -q "torch==2.3.1" "torchvision==0.18.1" "numpy<2"
 fi
-$PIP install -q "numpy<2" fvcore iopath pycocotools opencv-python-headless "pillow" "matplotlib" "pytest" "scipy" "pot" "ninja"
+$PIP install -q "numpy<2" fvcore iopath pycocotools opencv-python-headless "pillow" "matplotlib" "pytest" "scipy" "pot" "ninja" \
+    "onnx==1.16.2" "onnxruntime==1.19.2"   # ONNX export (tools/export_model.py --format onnx) and its parity checks
 if "$VENV/bin/python" -c 'import detectron2, detectron2._C' 2>/dev/null; then
   echo "[setup_env] using the detectron2 already importable: $("$VENV/bin/python" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
 else

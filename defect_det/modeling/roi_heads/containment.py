@@ -52,9 +52,9 @@ def suppress_contained(instances: Instances, thresh: float, cross_class_iou: flo
     if thresh > 0:
         # (N, N): share of box i inside box j
         covered = pairwise_intersection(boxes, boxes) / boxes.area().clamp(min=1e-6)[:, None]
-        suppress |= (covered >= thresh) & same
+        suppress = suppress | ((covered >= thresh) & same)  # not in place: ONNX has no __ior__
     if cross_class_iou > 0:
-        suppress |= (pairwise_iou(boxes, boxes) >= cross_class_iou) & ~same
+        suppress = suppress | ((pairwise_iou(boxes, boxes) >= cross_class_iou) & ~same)
     return inst[_greedy_keep(suppress)]
 
 

@@ -103,7 +103,11 @@ class HardNMS(BoxPostProcessor):
         """Detectron2's ``fast_rcnn_inference_single_image`` (filtering, clipping, per-class NMS, top k) with
         :func:`_batched_nms_as_eager` for the NMS."""
         boxes, scores, classes, index = candidates_from_predictions(boxes, scores, image_shape, score_thresh)
-        keep = _batched_nms_as_eager(boxes.float(), scores, classes, self.nms_thresh)
+        if torch.onnx.is_in_onnx_export():
+            # ONNX has no loop over a data-dependent number of NMS calls: torchvision's traced path (class offsets)
+            keep = _batched_nms_coordinate_trick(boxes.float(), scores, classes, self.nms_thresh)
+        else:
+            keep = _batched_nms_as_eager(boxes.float(), scores, classes, self.nms_thresh)
         if self.topk_per_image >= 0:
             keep = keep[: self.topk_per_image]
         result = Instances(image_shape)
