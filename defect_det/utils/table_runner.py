@@ -131,7 +131,8 @@ def write_record(spec: TableSpec, args, key: str, seed: int, metrics: dict, comm
     record = {
         "row": key, "label": label, "config": cfg, "opts": list(opts) + list(args.opts), "seed": seed,
         "iters": iters, "threads": args.threads, "jobs": args.sharing or args.jobs, "commit": git_commit(),
-        "command": command, "metrics": metrics, "wall_s": wall_s, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command.replace(sys.executable, "python"),  # no machine path in a committed record
+        "metrics": metrics, "wall_s": wall_s, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     path = result_path(args, key, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)

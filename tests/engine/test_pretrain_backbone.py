@@ -341,3 +341,17 @@ def test_anomaly_objective_learns_without_labels(pt_data, tmp_path):
     assert v["n"] > 0 and 0 <= v["pixel_ap"] <= 1 and v["defect_images"] + v["normal_images"] > 0
     ckpt = torch.load(tmp_path / "backbone.pth")
     assert ckpt["model"] and all(k.startswith("backbone.bottom_up.") for k in ckpt["model"])
+
+
+def test_recorded_data_root_has_no_machine_path(tmp_path, monkeypatch):
+    """Weight sidecars and records name the pre-training set relative to DETECTRON2_DATASETS, never by this
+    machine's absolute path."""
+    from defect_det.engine.pretrain.data import portable_path
+
+    root = tmp_path / "ds"
+    (root / "pretrain" / "seed1").mkdir(parents=True)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    assert portable_path(str(root / "pretrain" / "seed1")) == "$DETECTRON2_DATASETS/pretrain/seed1"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    assert portable_path(str(tmp_path / "elsewhere")) == "elsewhere"

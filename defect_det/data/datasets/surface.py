@@ -10,7 +10,7 @@ Every loader returns Detectron2 dataset dicts with
   Severstal, ``rle`` = ``{class_id: "start length ..."}`` (decode with :func:`rle_decode`, shape
   ``(height, width)``); defect-free images carry neither.
 
-Formats (see also /work/shared/DESIGN.md, "SegDecNet datasets"):
+Formats (see also the shared DESIGN.md, "SegDecNet datasets"):
 
 - **DAGM 2007** (:func:`load_dagm`): ``ClassN/{Train,Test}/####.PNG``, labels
   ``ClassN/{Train,Test}/Label/####_label.PNG`` (weak ellipses, 0/255) and ``Label/Labels.txt``: a

@@ -216,9 +216,21 @@ def load_pretrain_records(root, held_out=HELD_OUT_FAMILIES, benchmark_seed=None)
         for p in (r.file_name, r.template_file_name):
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{meta_path}: image file {p} is missing")
-    desc = OrderedDict([("root", os.path.abspath(root)), ("generator", meta["generator"]),
+    desc = OrderedDict([("root", portable_path(root)), ("generator", meta["generator"]),
                         ("version", meta.get("version")), ("seed", meta["seed"]), ("config", meta.get("config"))])
     return records, desc
+
+
+def portable_path(path: str) -> str:
+    """``path`` as recorded in results and weight sidecars, without this machine's absolute paths:
+    ``$DETECTRON2_DATASETS/<relative>`` under the datasets root (default ``./datasets``), else relative to
+    the working directory when inside it, else the absolute path."""
+    path = os.path.realpath(path)
+    datasets = os.path.realpath(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    if path == datasets or path.startswith(datasets + os.sep):
+        return os.path.join("$DETECTRON2_DATASETS", os.path.relpath(path, datasets))
+    cwd = os.path.realpath(os.getcwd())
+    return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
 
 
 def build_labels(records: Sequence[ImageLevelRecord], families: Sequence[str]):
