@@ -125,11 +125,6 @@ def check_export(cfg, fmt: str = "torchscript", method: str = "tracing") -> None
                 + (", and TemplateRCNN reads optional 'template' entries of its inputs and applies the template "
                    "reference through a forward hook on the backbone" if arch == "TemplateRCNN" else "")
                 + "; use --export-method tracing")
-    if fmt == "onnx" and arch != "SegDecNet" and cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.REFINE.ENABLED:
-        raise ExportError(
-            "--format onnx with MODEL.ROI_MASK_HEAD.REFINE.ENABLED: the exported file gives NaN masks in ONNX Runtime "
-            "(the refinement's graph; not solved yet): export it as TorchScript (--format torchscript), or export "
-            "without the refinement (MODEL.ROI_MASK_HEAD.REFINE.ENABLED False; the mask head itself exports to ONNX)")
     if fmt == "onnx" and not onnx_available():
         raise ExportError("--format onnx needs the 'onnx' package (torch.onnx.export imports it), which is not "
                           "installed here: pip install onnx (and onnxruntime to run the file or --run-eval it)")

@@ -143,6 +143,10 @@ def pool_cues(
     return ROIAlign(tuple(size), 1.0, sampling_ratio, aligned=True)(cues, rois)
 
 
+# the padding value of the cue maps outside the ROI grid (in units of theta): exp(-1e6) == 0.0 exactly
+_FAR = 1e6
+
+
 def pairwise_affinity(
     colour: torch.Tensor,
     offsets: List[Tuple[int, int]],
@@ -172,14 +176,15 @@ def pairwise_affinity(
         raise ValueError(f"colour must be (R, C, M, M), got shape {tuple(colour.shape)}")
     r, _, h, w = colour.shape
     p = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    # +inf padding: any distance to an outside neighbour is inf, so its affinity exp(-inf) is 0
-    col = torch.nn.functional.pad(colour / theta, (p, p, p, p), value=float("inf"))
+    # padding far away: the distance to an outside neighbour is >= _FAR, so its affinity exp(-distance) is exactly 0
+    # in float32 and float64 (finite, unlike +inf, which ONNX Runtime turns into NaN)
+    col = torch.nn.functional.pad(colour / theta, (p, p, p, p), value=_FAR)
     dif = None
     if diff is not None:
         d = diff / theta_template
         if diff_valid is not None:  # no template: d = 0 everywhere, the factor is exp(0) = 1
             d = d * diff_valid.view(-1, 1, 1, 1).to(d.dtype)
-        dif = torch.nn.functional.pad(d, (p, p, p, p), value=float("inf"))
+        dif = torch.nn.functional.pad(d, (p, p, p, p), value=_FAR)
     out = colour.new_empty(r, len(offsets), h, w)
     centre = (slice(None), slice(None), slice(p, p + h), slice(p, p + w))
     for k, (dy, dx) in enumerate(offsets):  # 8 shifted views, each batched over all ROIs

@@ -70,9 +70,11 @@ def test_cli_refuses_sinkhorn_before_building(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
-# ONNX parity (relative above 1, ONNX Runtime's kernels round differently): the architectures that export; PTG
-# with TR-Post exports but misses the tolerance (1.3e-4), masks with refinement are refused (NaN in ONNX Runtime)
-ONNX_ARCHS = ["baseline", "cascade", "pre", "inter", "none+post+cascade", "baseline+mask (no refinement)", "segdec"]
+# ONNX parity (relative above 1, ONNX Runtime's kernels round differently): every architecture but two that export
+# yet miss the 1e-4 tolerance on these tiny random models (README, "Deployable models"): PTG with TR-Post (boxes,
+# 1.3e-4) and the refined masks of TemplateRCNN none (2.3e-4: the refinement amplifies rounding near p = 1/2)
+ONNX_ARCHS = [a for a in RCNN_ARCHS if not a.startswith("ptg+post") and a != "none+mask"] + \
+    ["baseline+mask (no refinement)", "segdec"]
 
 
 @pytest.mark.parametrize("arch", ONNX_ARCHS)
@@ -89,12 +91,6 @@ def test_onnx_export_reproduces_eager(arch, tmp_path):
         sample = {"image": rcnn_input((64, 64), 0)["image"][:1]}
     info = export_model(cfg, build(cfg), sample, str(tmp_path), fmt="onnx")  # raises unless parity holds
     assert info["path"].endswith("model.onnx") and isinstance(info["parity"], dict)
-
-
-def test_onnx_refuses_mask_refinement():
-    with pytest.raises(ExportError, match="REFINE.ENABLED: the exported file gives NaN masks in ONNX Runtime"):
-        check_export(rcnn_cfg(*RCNN_ARCHS["baseline+mask"]), "onnx", "tracing")
-    check_export(rcnn_cfg(*RCNN_ARCHS["baseline+mask"]), "torchscript", "tracing")  # TorchScript takes it
 
 
 # ------------------------------------------------------------------------------------------------ --run-eval
