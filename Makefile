@@ -10,7 +10,7 @@ CFG      ?= configs/RDDN/synthetic/faster_rcnn_R18_FPN_pre_align_pt.yaml
 DEMO_OUT ?= output/demo
 DEMO_ITERS ?= 800
 DEMO_THREADS ?= 2
-DEMO_COMPARE ?= base pre_pt_recipe pre_pt_lr05
+DEMO_COMPARE ?= base base_gn_anom_3k pre_pt_recipe pre_pt_lr05
 PYTEST_ARGS ?=
 
 .PHONY: install data demo test test-quick clean-data help

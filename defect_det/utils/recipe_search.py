@@ -106,7 +106,7 @@ LONG = schedule_opts(3000) + ["SOLVER.CHECKPOINT_PERIOD", "500"]
 ROWS["base_3k"] = ("no template, recipe defaults (lr 5e-4), 3000 iterations", CPU, LONG)
 ROWS["pre_pt_recipe_3k"] = ("the demo recipe (lr 5e-4) trained for 3000 iterations", PRE_PT, LONG)
 ROWS["base_gn_3k"] = ("as base_gn, 3000 iterations", CPU, ["SOLVER.BASE_LR", "0.0005"] + GN + LONG)
-ROWS["base_gn_anom_3k"] = ("as base_gn_anom, 3000 iterations", CPU, ["SOLVER.BASE_LR", "0.0005"] + GN + ANOMALY_GN_PT + LONG)
+ROWS["base_gn_anom_3k"] = ("no template: GN + our self-supervised GN backbone, 3000 iterations (the baseline)", CPU, ["SOLVER.BASE_LR", "0.0005"] + GN + ANOMALY_GN_PT + LONG)
 # fifth round: GN for the template model (TR-Pre + alignment), from scratch and from the difference pre-training
 # redone with GN (tools/pretrain_backbone.py --input difference ... MODEL.RESNETS.NORM GN; PRETRAIN.md)
 DIFF_GN_PT = ["MODEL.WEIGHTS", "projects/Benchmark/weights/r18half_gn_difference.pth"]
