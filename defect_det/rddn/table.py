@@ -63,15 +63,7 @@ def render(args) -> str:
     if final:
         lines += [""] + seed_table(SPEC, final, list(TEST), "baseline",
                                    "Test (each row evaluated once, after the choice on validation):")
-    table = "\n".join(lines)
-    folder = os.path.dirname(args.results.rstrip("/"))
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "rddn_table.md"), "w") as f:
-        f.write(table + "\n")
-    if os.path.abspath(args.results) == os.path.abspath(SPEC.results):
-        table_runner.write_readme_section(README, MARK, table)
-    print(table)
-    return table
+    return table_runner.publish_table(SPEC, args, "\n".join(lines), "rddn_table.md", README, MARK)
 
 
 SPEC = table_runner.TableSpec(

@@ -63,15 +63,7 @@ def render(args) -> str:
     if final:
         lines += [""] + seed_table(SPEC, final, list(TEST), "hard",
                                    "Test (each row evaluated once, after the choice on validation):", METRICS)
-    table = "\n".join(lines)
-    folder = os.path.dirname(args.results.rstrip("/"))
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "nms_table.md"), "w") as f:
-        f.write(table + "\n")
-    if os.path.abspath(args.results) == os.path.abspath(SPEC.results):
-        table_runner.write_readme_section(README, "nms_table", table)
-    print(table)
-    return table
+    return table_runner.publish_table(SPEC, args, "\n".join(lines), "nms_table.md", README, "nms_table")
 
 
 SPEC = table_runner.TableSpec(

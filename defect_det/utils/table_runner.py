@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .tables import git_commit, schedule_opts
 
 __all__ = ["REPO", "Row", "TableSpec", "compute_row", "eval_datasets", "finish_row", "fmt_ap", "get_parser",
-           "load_records", "main", "metric_of", "refresh_ci", "result_path", "row_weights", "run_rows", "seed_table",
+           "load_records", "main", "metric_of", "publish_table", "refresh_ci", "result_path", "row_weights", "run_rows", "seed_table",
            "start_row", "summarize", "versus", "write_readme_section", "write_record"]
 
 # the repository root of a source checkout: rows run there (configs, tools/train_net.py, default paths)
@@ -282,6 +282,19 @@ def write_readme_section(readme: str, mark: str, text: str) -> bool:
         f.write(s)
     os.replace(readme + ".tmp", readme)
     return True
+
+
+def publish_table(spec: TableSpec, args, text: str, md_name: str, readme: str, mark: str) -> str:
+    """Write a rendered table to ``<results>/../<md_name>``, into the README section ``mark`` of ``readme`` when
+    ``args.results`` is the spec's default folder (:func:`write_readme_section`), and print it; returns it."""
+    folder = os.path.dirname(args.results.rstrip("/"))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, md_name), "w") as f:
+        f.write(text + "\n")
+    if os.path.abspath(args.results) == os.path.abspath(spec.results):
+        write_readme_section(readme, mark, text)
+    print(text)
+    return text
 
 
 def load_records(spec: TableSpec, folder: str) -> List[dict]:

@@ -158,15 +158,7 @@ def render(args) -> str:
                                    "Test (each row evaluated once, after the choice on validation):",
                                    METRICS, compare="gt_boxes.mIoU", compare_name="mIoU")
         lines += ["", "Share of the gap closed (test, means):", ""] + _gap_lines(final, list(TEST))
-    table = "\n".join(lines)
-    folder = os.path.dirname(args.results.rstrip("/"))
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "weak_mask_table.md"), "w") as f:
-        f.write(table + "\n")
-    if os.path.abspath(args.results) == os.path.abspath(SPEC.results):
-        table_runner.write_readme_section(README, MARK, table)
-    print(table)
-    return table
+    return table_runner.publish_table(SPEC, args, "\n".join(lines), "weak_mask_table.md", README, MARK)
 
 
 SPEC = table_runner.TableSpec(
