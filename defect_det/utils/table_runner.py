@@ -65,7 +65,7 @@ class TableSpec:
     # finished row's metrics (raise SystemExit to fail the row)
     post: Optional[Callable[..., Dict[str, dict]]] = None
     # row -> (args, key, seed, datasets) -> ({dataset: {task: {metric: value}}}, command that reproduces it):
-    # rows computed in-process, without training or weights
+    # rows computed in-process, without training or weights, and independent of the seed (recorded as seed 0 only)
     computed: Dict[str, Callable[..., Tuple[Dict[str, dict], str]]] = field(default_factory=dict)
 
 
@@ -317,7 +317,9 @@ def run_rows(spec: TableSpec, args) -> List[Tuple[str, int]]:
     unknown = [k for k in keys if k not in spec.rows]
     if unknown:
         raise SystemExit(f"error: unknown rows {unknown}; known: {list(spec.rows)}")
-    todo = [(k, s) for s in args.seeds for k in keys if args.force or not os.path.isfile(result_path(args, k, s))]
+    # computed rows do not depend on the seed: recorded once, as seed 0
+    todo = [(k, s) for s in args.seeds for k in keys if not (k in spec.computed and s != 0)
+            and (args.force or not os.path.isfile(result_path(args, k, s)))]
     # an evaluation-only or warm-started row needs its source row's weights: run sources first
     deps = {**spec.eval_only, **spec.init_from}
     todo.sort(key=lambda ks: ks[0] in deps)

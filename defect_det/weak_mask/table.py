@@ -46,7 +46,13 @@ def _refine(c):
     return ["MODEL.ROI_MASK_HEAD.REFINE.CONF_THRESH", str(c)]
 
 
-def _diff(reference, kappa, blur=1.5):
+# the network-free rows: key -> (reference, kappa, blur); their table row shows the equivalent tool flags
+DIFF_ROWS = {"diff_k0.3": ("template", 0.3, 1.5), "diff_k0.4": ("template", 0.4, 1.5),
+             "diff_k0.5": ("template", 0.5, 1.5), "median_k0.2": ("median", 0.2, 1.5), "median_k0.3": ("median", 0.3, 1.5)}
+
+
+def _diff(key):
+    reference, kappa, blur = DIFF_ROWS[key]
     return ["--reference", reference, "--kappa", str(kappa), "--blur", str(blur)]
 
 
@@ -59,13 +65,13 @@ ROWS: Dict[str, table_runner.Row] = {
     "box_refine_c08": ("ours + refinement, confidence 0.8", CFG.format("box_supervised_refine"), _refine(0.8)),
     "box_refine_c095": ("ours + refinement, confidence 0.95", CFG.format("box_supervised_refine"), _refine(0.95)),
     "mask": ("upper bound: exact masks", CFG.format("mask_supervised"), []),
-    "diff_k0.3": ("image - template > 0.3 x peak in the box", DIFF_TOOL, _diff("template", 0.3)),
-    "diff_k0.4": ("image - template > 0.4 x peak in the box", DIFF_TOOL, _diff("template", 0.4)),
-    "diff_k0.5": ("image - template > 0.5 x peak in the box", DIFF_TOOL, _diff("template", 0.5)),
+    "diff_k0.3": ("image - template > 0.3 x peak in the box", DIFF_TOOL, _diff("diff_k0.3")),
+    "diff_k0.4": ("image - template > 0.4 x peak in the box", DIFF_TOOL, _diff("diff_k0.4")),
+    "diff_k0.5": ("image - template > 0.5 x peak in the box", DIFF_TOOL, _diff("diff_k0.5")),
     "ptg_filled_box": ("no template: PTG detector, mask = filled box", CFG.format("ptg_filled_box"), []),
     "ptg_box": ("no template: ours on the PTG detector (colour affinities only)", CFG.format("ptg_box_supervised"), []),
-    "median_k0.2": ("no template: image - local median (15 px) > 0.2 x peak", DIFF_TOOL, _diff("median", 0.2)),
-    "median_k0.3": ("no template: image - local median (15 px) > 0.3 x peak", DIFF_TOOL, _diff("median", 0.3)),
+    "median_k0.2": ("no template: image - local median (15 px) > 0.2 x peak", DIFF_TOOL, _diff("median_k0.2")),
+    "median_k0.3": ("no template: image - local median (15 px) > 0.3 x peak", DIFF_TOOL, _diff("median_k0.3")),
 }
 EVAL_ONLY = {"filled_box": "box", "box_refine": "box", "box_refine_c08": "box", "box_refine_c095": "box",
              "ptg_filled_box": "ptg_box"}
@@ -84,8 +90,7 @@ def _compute_difference(reference, kappa, blur, args, key, seed, datasets):
     return metrics, cmd
 
 
-COMPUTED = {key: partial(_compute_difference, opts[1], float(opts[3]), float(opts[5]))
-            for key, (_, tool, opts) in ROWS.items() if tool == DIFF_TOOL}
+COMPUTED = {key: partial(_compute_difference, *params) for key, params in DIFF_ROWS.items()}
 
 
 def masks_on_gt_boxes_hook(spec, args, key, seed, out, weights, datasets) -> Dict[str, dict]:

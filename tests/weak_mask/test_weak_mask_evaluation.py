@@ -112,6 +112,10 @@ def test_computed_rows_train_nothing_and_post_metrics_join_the_record(tmp_path, 
     rec = json.loads((results / "diff_k0.4_s0.json").read_text())
     assert rec["metrics"][table.VAL]["gt_boxes"]["mIoU"] == 60.0 and rec["iters"] == 0
     assert table_runner.run_rows(table.SPEC, args) == [] and len(calls) == 1      # never recomputed
+    seeds = table_runner.get_parser(table.SPEC).parse_args(
+        ["--rows", "diff_k0.4", "--seeds", "0", "1", "--out", str(tmp_path / "out"), "--results", str(results)])
+    assert table_runner.run_rows(table.SPEC, seeds) == [] and len(calls) == 1     # seed-independent: seed 0 only
+    assert not (results / "diff_k0.4_s1.json").exists()
 
     # a trained row: train_net's results.json + the post hook's metrics in one record
     out = tmp_path / "out" / "box_s0"
